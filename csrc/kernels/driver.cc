@@ -1,0 +1,333 @@
+// The sequence driver: validates, plans the packed schedule, packs inputs and states, calls
+// the cell family, unpacks outputs, and forms the gradients that every family shares.
+#include <cblas.h>
+
+#include <limits>
+#include <numeric>
+#include <string>
+
+#include "families.h"
+
+namespace fusedrnn {
+
+int gate_count(Mode mode) {
+  switch (mode) {
+    case Mode::kLstm: return 4;
+    case Mode::kGru: return 3;
+    default: return 1;
+  }
+}
+
+namespace {
+
+void require(bool ok, const std::string& message) {
+  if (!ok) throw InvalidArgument(message);
+}
+
+}  // namespace
+
+void validate(const RnnDesc& d, const int32_t* lengths) {
+  require(d.steps >= 0, "steps (T) must be >= 0, got " + std::to_string(d.steps));
+  require(d.batch >= 0, "batch (N) must be >= 0, got " + std::to_string(d.batch));
+  require(d.input_size >= 0, "input_size must be >= 0, got " + std::to_string(d.input_size));
+  require(d.hidden_size >= 1, "hidden_size must be >= 1, got " + std::to_string(d.hidden_size));
+  require(d.proj_size >= 0, "proj_size must be >= 0, got " + std::to_string(d.proj_size));
+  require(d.proj_size == 0 || d.mode == Mode::kLstm, "proj_size is only supported for LSTM");
+  require(!d.clip || d.mode == Mode::kLstm, "state clipping is only supported for LSTM");
+  require(!d.clip || d.clip_min <= d.clip_max,
+          "clip_min must be <= clip_max (got " + std::to_string(d.clip_min) + " > " +
+              std::to_string(d.clip_max) + ")");
+  // BLAS takes 32-bit sizes: every matrix dimension, the packed row count and leading
+  // dimensions must fit.
+  const int64_t limit = std::numeric_limits<int32_t>::max();
+  const int64_t gh = gate_count(d.mode) * d.hidden_size;
+  require(d.steps <= limit / std::max<int64_t>(d.batch, 1) && gh <= limit &&
+              d.input_size <= limit,
+          "sizes too large: steps * batch and gates * hidden_size must stay below 2^31");
+  if (lengths != nullptr) {
+    for (int64_t n = 0; n < d.batch; ++n) {
+      require(lengths[n] >= 0 && lengths[n] <= d.steps,
+              "lengths[" + std::to_string(n) + "] = " + std::to_string(lengths[n]) +
+                  " is outside [0, " + std::to_string(d.steps) + "]");
+    }
+  }
+}
+
+size_t reserve_size(const RnnDesc& d) {
+  const size_t rows = static_cast<size_t>(d.steps) * static_cast<size_t>(d.batch);
+  size_t n = rows * static_cast<size_t>(d.out_size());
+  switch (d.mode) {
+    case Mode::kLstm:
+      return n + rows * static_cast<size_t>(d.hidden_size) + detail::lstm_reserve_size(d);
+    case Mode::kGru: return n + detail::gru_reserve_size(d);
+    default: return n + detail::rnn_reserve_size(d);
+  }
+}
+
+void set_num_threads(int n) {
+  // OpenBLAS's own default: what it chose at load time from the environment.
+  static const int initial = scipy_openblas_get_num_threads();
+  scipy_openblas_set_num_threads(n > 0 ? n : initial);
+}
+
+int get_num_threads() { return scipy_openblas_get_num_threads(); }
+
+namespace detail {
+
+Plan::Plan(const RnnDesc& d, const int32_t* lengths)
+    : T(d.steps), N(d.batch), reverse(d.reverse), order(d.batch), len(d.batch) {
+  std::iota(order.begin(), order.end(), int64_t{0});
+  if (lengths != nullptr) {
+    std::stable_sort(order.begin(), order.end(),
+                     [&](int64_t a, int64_t b) { return lengths[a] > lengths[b]; });
+  }
+  for (int64_t k = 0; k < N; ++k) len[k] = lengths ? lengths[order[k]] : T;
+  steps = N > 0 ? len[0] : 0;
+  batch.assign(steps, 0);
+  offset.assign(steps + 1, 0);
+  for (int64_t t = 0; t < steps; ++t) {
+    int64_t b = 0;
+    while (b < N && len[b] > t) ++b;
+    batch[t] = b;
+    offset[t + 1] = offset[t] + b;
+  }
+  rows = offset[steps];
+  identity = !reverse && rows == T * N;
+}
+
+template <>
+void gemm<float>(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
+                 int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+  if (m == 0 || n == 0) return;
+  if (k == 0) {  // OpenBLAS may return early without applying beta.
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t j = 0; j < n; ++j) c[i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
+    return;
+  }
+  scipy_cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+                    m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+template <>
+void gemm<double>(bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alpha,
+                  const double* a, int64_t lda, const double* b, int64_t ldb, double beta,
+                  double* c, int64_t ldc) {
+  if (m == 0 || n == 0) return;
+  if (k == 0) {
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t j = 0; j < n; ++j) c[i * ldc + j] = beta == 0.0 ? 0.0 : beta * c[i * ldc + j];
+    return;
+  }
+  scipy_cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+                    m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+template <typename T>
+void gather_rows(const Plan& p, const T* src, int64_t w, T* dst) {
+  for (int64_t t = 0; t < p.steps; ++t)
+    for (int64_t k = 0; k < p.batch[t]; ++k) {
+      T* out = dst + (p.offset[t] + k) * w;
+      const T* in = src + (p.time_index(k, t) * p.N + p.order[k]) * w;
+      std::copy(in, in + w, out);
+    }
+}
+
+template <typename T>
+void scatter_rows(const Plan& p, const T* src, int64_t w, T* dst) {
+  std::fill(dst, dst + p.T * p.N * w, T(0));
+  for (int64_t t = 0; t < p.steps; ++t)
+    for (int64_t k = 0; k < p.batch[t]; ++k) {
+      const T* in = src + (p.offset[t] + k) * w;
+      std::copy(in, in + w, dst + (p.time_index(k, t) * p.N + p.order[k]) * w);
+    }
+}
+
+template <typename T>
+void gather_state(const Plan& p, const T* src, int64_t w, T* dst) {
+  for (int64_t k = 0; k < p.N; ++k) {
+    if (src == nullptr) {
+      std::fill(dst + k * w, dst + (k + 1) * w, T(0));
+    } else {
+      std::copy(src + p.order[k] * w, src + (p.order[k] + 1) * w, dst + k * w);
+    }
+  }
+}
+
+template <typename T>
+void scatter_state(const Plan& p, const T* src, int64_t w, T* dst) {
+  for (int64_t k = 0; k < p.N; ++k)
+    std::copy(src + k * w, src + (k + 1) * w, dst + p.order[k] * w);
+}
+
+template <typename T>
+void gather_final(const Plan& p, const T* packed, const T* init, int64_t w, T* dst) {
+  for (int64_t k = 0; k < p.N; ++k) {
+    const T* in = p.len[k] > 0 ? packed + (p.offset[p.len[k] - 1] + k) * w : init + k * w;
+    std::copy(in, in + w, dst + p.order[k] * w);
+  }
+}
+
+template <typename T>
+void shift_prev(const Plan& p, const T* packed, const T* init, int64_t w, T* prev) {
+  for (int64_t t = 0; t < p.steps; ++t) {
+    const T* from = t == 0 ? init : packed + p.offset[t - 1] * w;
+    std::copy(from, from + p.batch[t] * w, prev + p.offset[t] * w);
+  }
+}
+
+template <typename T>
+void column_sums(const T* g, int64_t rows, int64_t ld, int64_t width, T* out) {
+  std::fill(out, out + width, T(0));
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* row = g + r * ld;
+    for (int64_t j = 0; j < width; ++j) out[j] += row[j];
+  }
+}
+
+#define FUSEDRNN_INSTANTIATE(T)                                                          \
+  template void gather_rows<T>(const Plan&, const T*, int64_t, T*);                      \
+  template void scatter_rows<T>(const Plan&, const T*, int64_t, T*);                     \
+  template void gather_state<T>(const Plan&, const T*, int64_t, T*);                     \
+  template void scatter_state<T>(const Plan&, const T*, int64_t, T*);                    \
+  template void gather_final<T>(const Plan&, const T*, const T*, int64_t, T*);           \
+  template void shift_prev<T>(const Plan&, const T*, const T*, int64_t, T*);             \
+  template void column_sums<T>(const T*, int64_t, int64_t, int64_t, T*);
+FUSEDRNN_INSTANTIATE(float)
+FUSEDRNN_INSTANTIATE(double)
+#undef FUSEDRNN_INSTANTIATE
+
+}  // namespace detail
+
+using detail::Plan;
+
+template <typename T>
+void forward(const RnnDesc& d, const int32_t* lengths, const T* x, const Weights<T>& w,
+             const T* h0, const T* c0, T* y, T* hy, T* cy, T* reserve) {
+  validate(d, lengths);
+  const Plan plan(d, lengths);
+  const int64_t C = d.input_size, H = d.hidden_size, P = d.out_size(), TN = d.steps * d.batch;
+  const bool lstm = d.mode == Mode::kLstm;
+
+  // Workspace: packed input, sorted initial states, and (inference) packed outputs.
+  const bool own_out = reserve == nullptr && !plan.identity;
+  const size_t ws_size = (plan.identity ? 0 : plan.rows * C) + d.batch * (P + H) +
+                         (own_out ? plan.rows * P : 0) + (reserve ? 0 : (lstm ? plan.rows * H : 0));
+  std::vector<T> ws(ws_size);
+  T* cur = ws.data();
+  auto take = [&cur](size_t n) { T* p = cur; cur += n; return p; };
+  const T* xp = x;
+  if (!plan.identity) {
+    T* packed = take(plan.rows * C);
+    detail::gather_rows(plan, x, C, packed);
+    xp = packed;
+  }
+  T* h0s = take(d.batch * P);
+  detail::gather_state(plan, h0, P, h0s);
+  T* c0s = take(d.batch * H);
+  if (lstm) detail::gather_state(plan, c0, H, c0s);
+
+  T* hp;
+  T* cp = nullptr;
+  T* extra = nullptr;
+  if (reserve != nullptr) {
+    hp = reserve;
+    cp = reserve + TN * P;
+    extra = cp + (lstm ? TN * H : 0);
+  } else {
+    hp = own_out ? take(plan.rows * P) : y;
+    if (lstm) cp = take(plan.rows * H);
+  }
+
+  const detail::FwdArgs<T> args{d, plan, xp, w, h0s, c0s, hp, cp, extra};
+  switch (d.mode) {
+    case Mode::kLstm: detail::lstm_forward(args); break;
+    case Mode::kGru: detail::gru_forward(args); break;
+    default: detail::rnn_forward(args); break;
+  }
+
+  if (plan.identity) {
+    if (hp != y) std::copy(hp, hp + TN * P, y);
+  } else {
+    detail::scatter_rows(plan, hp, P, y);
+  }
+  if (hy != nullptr) detail::gather_final(plan, hp, h0s, P, hy);
+  if (lstm && cy != nullptr) detail::gather_final(plan, cp, c0s, H, cy);
+}
+
+template <typename T>
+void backward(const RnnDesc& d, const int32_t* lengths, const T* x, const Weights<T>& w,
+              const T* h0, const T* c0, const T* reserve, const T* dy, const T* dhy,
+              const T* dcy, const Grads<T>& g) {
+  validate(d, lengths);
+  if (reserve == nullptr) throw InvalidArgument("reserve is required for backward");
+  const Plan plan(d, lengths);
+  const int64_t C = d.input_size, H = d.hidden_size, P = d.out_size(), TN = d.steps * d.batch;
+  const int64_t GH = gate_count(d.mode) * H;
+  const bool lstm = d.mode == Mode::kLstm;
+  const T* hp = reserve;
+  const T* cp = reserve + TN * P;
+  const T* extra = cp + (lstm ? TN * H : 0);
+
+  const bool pack = !plan.identity;
+  const size_t ws_size = (pack ? plan.rows * C : 0) + (pack && dy ? plan.rows * P : 0) +
+                         d.batch * (2 * P + 2 * H) + plan.rows * P + plan.rows * GH +
+                         (pack && g.dx ? plan.rows * C : 0);
+  std::vector<T> ws(ws_size);
+  T* cur = ws.data();
+  auto take = [&cur](size_t n) { T* p = cur; cur += n; return p; };
+  const T* xp = x;
+  const T* dyp = dy;
+  if (pack) {
+    T* packed = take(plan.rows * C);
+    detail::gather_rows(plan, x, C, packed);
+    xp = packed;
+    if (dy != nullptr) {
+      T* dpacked = take(plan.rows * P);
+      detail::gather_rows(plan, dy, P, dpacked);
+      dyp = dpacked;
+    }
+  }
+  T* h0s = take(d.batch * P);
+  detail::gather_state(plan, h0, P, h0s);
+  T* c0s = take(d.batch * H);
+  if (lstm) detail::gather_state(plan, c0, H, c0s);
+  T* dh = take(d.batch * P);
+  detail::gather_state(plan, dhy, P, dh);
+  T* dc = take(d.batch * H);
+  if (lstm) detail::gather_state(plan, dcy, H, dc);
+  T* hprev = take(plan.rows * P);
+  detail::shift_prev(plan, hp, h0s, P, hprev);
+  T* dgx = take(plan.rows * GH);
+
+  const detail::BwdArgs<T> args{d,     plan,  xp,      w,        h0s,   c0s,      hp,
+                                hprev, cp,    extra,   dyp,      dh,    dc,       dgx,
+                                g.dw_hh, g.db_hh, g.dw_hr};
+  switch (d.mode) {
+    case Mode::kLstm: detail::lstm_backward(args); break;
+    case Mode::kGru: detail::gru_backward(args); break;
+    default: detail::rnn_backward(args); break;
+  }
+
+  if (g.dx != nullptr) {
+    T* dxp = pack ? take(plan.rows * C) : g.dx;
+    detail::gemm<T>(false, false, plan.rows, C, GH, T(1), dgx, GH, w.w_ih, C, T(0), dxp, C);
+    if (pack) detail::scatter_rows(plan, dxp, C, g.dx);
+  }
+  if (g.dw_ih != nullptr)
+    detail::gemm<T>(true, false, GH, C, plan.rows, T(1), dgx, GH, xp, C, T(0), g.dw_ih, C);
+  if (g.db_ih != nullptr) detail::column_sums(dgx, plan.rows, GH, GH, g.db_ih);
+  if (g.dh0 != nullptr) detail::scatter_state(plan, dh, P, g.dh0);
+  if (lstm && g.dc0 != nullptr) detail::scatter_state(plan, dc, H, g.dc0);
+}
+
+#define FUSEDRNN_INSTANTIATE(T)                                                              \
+  template void forward<T>(const RnnDesc&, const int32_t*, const T*, const Weights<T>&,      \
+                           const T*, const T*, T*, T*, T*, T*);                              \
+  template void backward<T>(const RnnDesc&, const int32_t*, const T*, const Weights<T>&,     \
+                            const T*, const T*, const T*, const T*, const T*, const T*,      \
+                            const Grads<T>&);
+FUSEDRNN_INSTANTIATE(float)
+FUSEDRNN_INSTANTIATE(double)
+#undef FUSEDRNN_INSTANTIATE
+
+}  // namespace fusedrnn

@@ -1,0 +1,57 @@
+// The interface between the sequence driver (driver.cc) and the cell families (lstm.cc,
+// gru.cc, rnn.cc). The driver packs inputs and states into the sorted, step-major layout of
+// Plan and unpacks the results; a family runs only the recurrence on packed arrays.
+#pragma once
+
+#include "common.h"
+
+namespace fusedrnn {
+namespace detail {
+
+template <typename T>
+struct FwdArgs {
+  const RnnDesc& desc;
+  const Plan& plan;
+  const T* xp;      // [rows, C] packed input
+  Weights<T> w;
+  const T* h0;      // [N, P] sorted
+  const T* c0;      // [N, H] sorted (LSTM)
+  T* hp;            // [rows, P] packed outputs, written by the family
+  T* cp;            // [rows, H] packed cell states (LSTM), written by the family
+  T* extra;         // family_reserve_size(desc) elements, or null for inference
+};
+
+template <typename T>
+struct BwdArgs {
+  const RnnDesc& desc;
+  const Plan& plan;
+  const T* xp;      // [rows, C] packed input
+  Weights<T> w;
+  const T* h0;      // [N, P] sorted
+  const T* c0;      // [N, H] sorted (LSTM)
+  const T* hp;      // [rows, P] packed outputs from forward
+  const T* hprev;   // [rows, P] packed previous outputs (shift_prev of hp)
+  const T* cp;      // [rows, H] packed cell states from forward (LSTM)
+  const T* extra;   // what the family stored in forward
+  const T* dyp;     // [rows, P] packed upstream gradient, or null
+  T* dh;            // [N, P] sorted: dhy on entry, dh0 on exit
+  T* dc;            // [N, H] sorted: dcy on entry, dc0 on exit (LSTM)
+  T* dgx;           // [rows, G*H] gradient w.r.t. the input projection, written by the family
+  T* dw_hh;         // may be null; dw_hh (and db_hh) are the family's
+  T* db_hh;
+  T* dw_hr;         // LSTM projection, may be null
+};
+
+size_t lstm_reserve_size(const RnnDesc& desc);
+size_t gru_reserve_size(const RnnDesc& desc);
+size_t rnn_reserve_size(const RnnDesc& desc);
+
+template <typename T> void lstm_forward(const FwdArgs<T>& a);
+template <typename T> void gru_forward(const FwdArgs<T>& a);
+template <typename T> void rnn_forward(const FwdArgs<T>& a);
+template <typename T> void lstm_backward(const BwdArgs<T>& a);
+template <typename T> void gru_backward(const BwdArgs<T>& a);
+template <typename T> void rnn_backward(const BwdArgs<T>& a);
+
+}  // namespace detail
+}  // namespace fusedrnn

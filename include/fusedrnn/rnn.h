@@ -1,0 +1,90 @@
+// fusedrnn kernel API: one recurrent layer, one direction, a whole sequence per call.
+//
+// Plain structs and pointers only: no Python, no MXNet. All arrays are dense and row-major.
+//   x   [T, N, C]      y  [T, N, P]      h0, hy [N, P]      c0, cy [N, H] (LSTM)
+//   w_ih [G*H, C]  w_hh [G*H, P]  b_ih, b_hh [G*H]  w_hr [P, H] (LSTM projection)
+// G is the gate count (LSTM 4: i f g o; GRU 3: r z n; RNN 1), P the projection size or H.
+// Gate order and the separate input/recurrent biases follow MXNet (== PyTorch), so weights
+// from either load unchanged.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <stdexcept>
+
+namespace fusedrnn {
+
+enum class Mode { kLstm, kGru, kRnnTanh, kRnnRelu };
+
+int gate_count(Mode mode);
+
+struct RnnDesc {
+  Mode mode = Mode::kLstm;
+  int64_t steps = 0;        // T
+  int64_t batch = 0;        // N
+  int64_t input_size = 0;   // C
+  int64_t hidden_size = 0;  // H
+  int64_t proj_size = 0;    // P; 0 means no projection (P = H). LSTM only.
+  bool reverse = false;     // each sample runs right-to-left over its own valid prefix
+  bool reset_after = true;  // GRU: reset gate applied after (true) or before (false) W_hn
+  bool clip = false;        // LSTM cell clipping to [clip_min, clip_max]
+  double clip_min = 0.0;
+  double clip_max = 0.0;
+  bool clip_nan = false;    // with clip: a NaN cell value becomes clip_min instead of spreading
+
+  int64_t out_size() const { return proj_size > 0 ? proj_size : hidden_size; }
+};
+
+// Thrown for arguments the kernels cannot run on; the message names the argument.
+struct InvalidArgument : std::invalid_argument {
+  using std::invalid_argument::invalid_argument;
+};
+
+// Checks the sizes, options and (if given) lengths: every length in [0, T].
+void validate(const RnnDesc& desc, const int32_t* lengths);
+
+// Elements of the dtype that a training forward stores for backward (worst case: lengths T).
+size_t reserve_size(const RnnDesc& desc);
+
+template <typename T>
+struct Weights {
+  const T* w_ih = nullptr;
+  const T* w_hh = nullptr;
+  const T* b_ih = nullptr;
+  const T* b_hh = nullptr;
+  const T* w_hr = nullptr;  // only with proj_size > 0
+};
+
+// Outputs of backward; any pointer may be null, and that gradient is then not computed.
+template <typename T>
+struct Grads {
+  T* dx = nullptr;
+  T* dw_ih = nullptr;
+  T* dw_hh = nullptr;
+  T* db_ih = nullptr;
+  T* db_hh = nullptr;
+  T* dw_hr = nullptr;
+  T* dh0 = nullptr;
+  T* dc0 = nullptr;
+};
+
+// lengths: [N] steps per sample, or null for all T. Sample n runs exactly lengths[n] steps:
+// hy/cy hold the state after its last valid step (h0/c0 for length 0), y is 0 past its
+// length, and no work is spent on padding. reserve: reserve_size(desc) elements for a
+// training forward, or null for inference. c0/cy only for LSTM.
+template <typename T>
+void forward(const RnnDesc& desc, const int32_t* lengths, const T* x, const Weights<T>& w,
+             const T* h0, const T* c0, T* y, T* hy, T* cy, T* reserve);
+
+// reserve: what forward(training) wrote for the same desc, lengths, x, weights and states.
+// dy, dhy, dcy may be null (zero). dx is 0 at padded positions.
+template <typename T>
+void backward(const RnnDesc& desc, const int32_t* lengths, const T* x, const Weights<T>& w,
+              const T* h0, const T* c0, const T* reserve, const T* dy, const T* dhy,
+              const T* dcy, const Grads<T>& grads);
+
+// Threads used by the GEMMs (OpenBLAS pool); 0 or less restores the library default.
+void set_num_threads(int n);
+int get_num_threads();
+
+}  // namespace fusedrnn

@@ -1,0 +1,17 @@
+"""fusedrnn: fast, exact fused LSTM / GRU / RNN kernels for Apache MXNet on the CPU."""
+import ctypes as _ctypes
+import os as _os
+
+import scipy_openblas32 as _openblas
+
+# The extension finds libscipy_openblas.so through its rpath when both packages sit in the
+# same site-packages; loading it here first also covers other layouts (the library's soname
+# carries no version, so the loader then reuses this copy).
+_ctypes.CDLL(_os.path.join(_openblas.get_lib_dir(), _openblas.get_library(fullname=True)),
+             mode=_ctypes.RTLD_GLOBAL)
+
+from . import kernels, reference  # noqa: E402
+from ._results import ForwardResult, Gradients  # noqa: E402
+
+__version__ = "0.1.0"
+__all__ = ["kernels", "reference", "ForwardResult", "Gradients"]

@@ -1,0 +1,116 @@
+"""One recurrent layer, one direction, a whole sequence per call, on NumPy arrays.
+
+The fused C++ kernels behind every fusedrnn layer, usable on their own. Shapes (T steps,
+N batch, C input size, H hidden size, G gates: 4 for 'lstm' (i, f, g, o), 3 for 'gru'
+(r, z, n), 1 for 'rnn_tanh' / 'rnn_relu'; P = projection size if ``w_hr`` is given, else H)::
+
+    x [T, N, C]   w_ih [G*H, C]   w_hh [G*H, P]   b_ih, b_hh [G*H]   w_hr [P, H]
+    h0 [N, P]     c0 [N, H] (lstm)                 lengths [N] integers in [0, T]
+    y [T, N, P]   hy [N, P]       cy [N, H] (lstm)
+
+Gate order and the two bias vectors are MXNet's (and PyTorch's), so weights load unchanged.
+Everything runs in the dtype of ``x`` (float32 or float64); the other arrays must match it.
+
+With ``lengths``, sample n runs exactly ``lengths[n]`` steps: ``hy``/``cy`` are its state after
+its last valid step (``h0``/``c0`` for length 0), ``y`` is zero past its length, the gradient
+w.r.t. padded positions of ``x`` is zero, and no work is spent on padding. ``reverse=True``
+runs each sample right-to-left over its own valid prefix (what a bidirectional layer needs).
+
+The equivalent NumPy code is :mod:`fusedrnn.reference`, which takes the same arguments.
+"""
+import numbers
+
+import numpy as np
+
+from . import _C
+from ._results import MODES, ForwardResult, Gradients
+
+__all__ = ["forward", "backward", "reserve_size", "set_num_threads", "get_num_threads"]
+
+
+def _lengths(lengths, n):
+    """Lengths as a C-contiguous int32 array, refusing values that are not whole numbers."""
+    if lengths is None:
+        return None
+    arr = np.asarray(lengths)
+    if arr.ndim != 1 or arr.shape[0] != n:
+        raise ValueError(f"lengths must have shape ({n},) (one per sample); got {arr.shape}")
+    if arr.dtype.kind == "f":
+        if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
+            raise ValueError("lengths must be whole numbers; got non-integer values")
+    elif arr.dtype.kind not in "iub":
+        raise TypeError(f"lengths must be integers; got dtype {arr.dtype}")
+    if arr.size and (arr.min() < 0 or arr.max() > np.iinfo(np.int32).max):
+        raise ValueError(f"lengths must be >= 0; got {arr.min()}")
+    return np.ascontiguousarray(arr, dtype=np.int32)
+
+
+def _clip_value(value, name):
+    if value is None:
+        return None
+    if not isinstance(value, numbers.Real) or np.isnan(value):
+        raise ValueError(f"{name} must be a real number; got {value!r}")
+    return float(value)
+
+
+def _options(mode, x, lengths, reverse, reset_after, clip_min, clip_max, clip_nan):
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"x must be a numpy.ndarray; got {type(x).__name__}")
+    n = x.shape[1] if x.ndim == 3 else 0
+    return dict(lengths=_lengths(lengths, n) if x.ndim == 3 else lengths,
+                reverse=bool(reverse), reset_after=bool(reset_after),
+                clip_min=_clip_value(clip_min, "clip_min"),
+                clip_max=_clip_value(clip_max, "clip_max"), clip_nan=bool(clip_nan))
+
+
+def forward(mode, x, w_ih, w_hh, b_ih, b_hh, h0, c0=None, *, w_hr=None, lengths=None,
+            reverse=False, reset_after=True, clip_min=None, clip_max=None, clip_nan=False,
+            training=False):
+    """Runs the layer over the sequence; returns ForwardResult(y, hy, cy, reserve).
+
+    mode: 'lstm', 'gru', 'rnn_tanh' or 'rnn_relu'. reset_after (GRU): True for MXNet's /
+    PyTorch's GRU, False for the original one (reset gate applied before W_hn). clip_min /
+    clip_max (LSTM, given together): clip the cell state to that range after each step;
+    clip_nan turns a NaN cell value into clip_min. w_hr (LSTM): projection, the state and
+    output become w_hr @ h. training=True also returns the reserve buffer that backward needs.
+    """
+    opts = _options(mode, x, lengths, reverse, reset_after, clip_min, clip_max, clip_nan)
+    y, hy, cy, reserve = _C.forward(mode, x, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr,
+                                    training=bool(training), **opts)
+    return ForwardResult(y, hy, cy, reserve)
+
+
+def backward(mode, x, w_ih, w_hh, b_ih, b_hh, h0, c0, reserve, dy=None, dhy=None, dcy=None, *,
+             w_hr=None, lengths=None, reverse=False, reset_after=True, clip_min=None,
+             clip_max=None, clip_nan=False):
+    """Gradients from a training forward's reserve; returns Gradients.
+
+    Pass the same arguments and options as to forward. dy [T, N, P], dhy [N, P] and
+    dcy [N, H] are the upstream gradients; None means zero. Fields that do not apply are
+    None (dc0 unless 'lstm', dw_hr without projection).
+    """
+    opts = _options(mode, x, lengths, reverse, reset_after, clip_min, clip_max, clip_nan)
+    grads = _C.backward(mode, x, w_ih, w_hh, b_ih, b_hh, h0, c0, reserve, dy, dhy, dcy, w_hr,
+                        **opts)
+    return Gradients(*grads)
+
+
+def reserve_size(mode, steps, batch, input_size, hidden_size, proj_size=0):
+    """Elements (of the dtype) in the reserve buffer of a training forward of this size."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
+    return _C.reserve_size(mode, steps, batch, input_size, hidden_size, proj_size)
+
+
+def set_num_threads(n):
+    """Threads for the kernels' matrix products (OpenBLAS pool); n <= 0 restores the default."""
+    _C.set_num_threads(int(n))
+
+
+def get_num_threads():
+    """Threads the kernels' matrix products use."""
+    return _C.get_num_threads()
+
+
