@@ -77,11 +77,13 @@ void backward_rows(int64_t B, int64_t H, const T* __restrict act, const T* __res
     for (int64_t j = 0; j < H; ++j) {
       const T i = a[j], f = a[H + j], c_hat = a[2 * H + j], o = a[3 * H + j];
       const T tc = tanh_(cn[j]);
-      T dcv = dck[j] + dhk[j] * o * (T(1) - tc * tc);
-      if (clip.on && !clip.passes(f * cp[j] + i * c_hat)) dcv = T(0);
+      // A clipped cell passes no gradient; selecting (not multiplying by 0) keeps a NaN
+      // previous cell that clip_nan absorbed from leaking back in as 0 * NaN.
+      const bool through = !clip.on || clip.passes(f * cp[j] + i * c_hat);
+      const T dcv = through ? dck[j] + dhk[j] * o * (T(1) - tc * tc) : T(0);
       dck[j] = dcv * f;
       dgk[j] = dcv * c_hat * i * (T(1) - i);
-      dgk[H + j] = dcv * cp[j] * f * (T(1) - f);
+      dgk[H + j] = through ? dcv * cp[j] * f * (T(1) - f) : T(0);
       dgk[2 * H + j] = dcv * i * (T(1) - c_hat * c_hat);
       dgk[3 * H + j] = dhk[j] * tc * o * (T(1) - o);
     }

@@ -1,0 +1,312 @@
+"""Pure-NumPy reference for one layer, one direction of an RNN: the yardstick the kernels are
+tested against. Written for clarity, not speed.
+
+Modes 'lstm', 'gru', 'rnn_tanh', 'rnn_relu' with G = 4, 3, 1, 1 gates.
+Gate order (MXNet == PyTorch): LSTM i, f, g, o ; GRU r, z, n.
+
+Shapes (T steps, N batch, C input size, H hidden size, P = projection size if w_hr given else H):
+  x [T, N, C]; w_ih [G*H, C]; w_hh [G*H, P]; b_ih [G*H]; b_hh [G*H]; w_hr [P, H] (LSTM only,
+  optional); h0 [N, P]; c0 [N, H] (LSTM only); lengths [N] integers in [0, T] or None (= all T).
+  Outputs: y [T, N, P], hy [N, P], cy [N, H] (LSTM only, else None).
+
+Equations (per step, sample with state h (and c)):
+  LSTM: gates = W_ih x + b_ih + W_hh h + b_hh ; i=sig, f=sig, g=tanh, o=sig
+        c' = f*c + i*g ; if clipping: c' = clip(c', clip_min, clip_max)
+        (clip_nan=True: a NaN c' becomes clip_min; clip_nan=False: NaN propagates)
+        h' = o * tanh(c') ; with projection: r' = w_hr @ h' and r' is the state/output.
+        Clipping gradient: 1 where clip_min <= c'_pre <= clip_max, else 0.
+        Clipping is active only when both clip_min and clip_max are given (error if only one).
+  GRU reset_after=True  (MXNet/PyTorch): r = sig(Wx_r + b_ir + Wh_r h + b_hr), z likewise,
+        n = tanh(Wx_n + b_in + r*(W_hn h + b_hn)), h' = (1-z)*n + z*h
+  GRU reset_after=False (Keras 2 original): n = tanh(Wx_n + b_in + W_hn (r*h) + b_hn)
+  rnn_tanh: h' = tanh(W_ih x + b_ih + W_hh h + b_hh) ; rnn_relu: max(0, ...)
+
+Lengths semantics: sample n runs exactly lengths[n] steps; hy/cy = state after its last valid
+step (= h0/c0 if length 0); y[t, n] = 0 for t >= lengths[n]; dx[t, n] = 0 for t >= lengths[n].
+reverse=True: sample n of length L reads x[L-1-t] at step t and writes y[L-1-t] there (runs
+right-to-left over its own valid prefix).
+
+Details the spec leaves open, fixed here:
+  * the ReLU derivative at exactly 0 is taken as 0 (as PyTorch does);
+  * a cell value that clip_nan turned from NaN into clip_min gets zero gradient towards
+    everything upstream (it is a constant), also when the previous cell state was NaN;
+  * clip_min/clip_max/clip_nan are ignored for modes other than 'lstm', as are c0 and dcy;
+  * a sample of length 0 keeps its initial state untouched (so a NaN in its c0 stays NaN).
+
+API:
+  forward(mode, x, w_ih, w_hh, b_ih, b_hh, h0, c0=None, *, w_hr=None, lengths=None,
+          reverse=False, reset_after=True, clip_min=None, clip_max=None, clip_nan=False)
+      -> ForwardResult(y, hy, cy, None)
+  backward(mode, x, w_ih, w_hh, b_ih, b_hh, h0, c0, dy=None, dhy=None, dcy=None, *,
+           <same keywords>) -> Gradients(dx, dw_ih, dw_hh, db_ih, db_hh, dh0, dc0, dw_hr)
+      (dy/dhy/dcy None = zero; backward differentiates
+       sum(dy*y) + sum(dhy*hy) + sum(dcy*cy) with respect to every input.)
+All computation happens in the dtype of x (float32 or float64).
+"""
+from types import SimpleNamespace
+
+import numpy as np
+
+from ._results import GATES, MODES, ForwardResult, Gradients
+
+__all__ = ["forward", "backward"]
+
+
+def _sigmoid(a):
+    # exp(-log(1 + exp(-a))) never overflows, unlike 1 / (1 + exp(-a)) for very negative a.
+    return np.exp(-np.logaddexp(0, -a))
+
+
+def _prepare(mode, x, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr, lengths, reverse, reset_after,
+             clip_min, clip_max, clip_nan):
+    """Check the arguments lightly and bundle them, cast to the dtype of x."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    x = np.asarray(x)
+    if x.dtype not in (np.float32, np.float64):
+        raise ValueError(f"x must be float32 or float64, got {x.dtype}")
+    if x.ndim != 3:
+        raise ValueError(f"x must have shape [T, N, C], got {x.shape}")
+    dt = x.dtype
+    lstm = mode == "lstm"
+    if lstm and c0 is None:
+        raise ValueError("c0 is required for mode 'lstm'")
+    if w_hr is not None and not lstm:
+        raise ValueError(f"w_hr (projection) is only supported for mode 'lstm', not {mode!r}")
+    if (clip_min is None) != (clip_max is None):
+        raise ValueError("clip_min and clip_max must be given together (got only one)")
+
+    T, N, _ = x.shape
+    if lengths is None:
+        lengths = np.full(N, T, dtype=np.int64)
+    else:
+        lengths = np.asarray(lengths)
+        if lengths.shape != (N,) or not np.issubdtype(lengths.dtype, np.integer):
+            raise ValueError(f"lengths must be {N} integers, got {lengths!r}")
+        if lengths.size and (lengths.min() < 0 or lengths.max() > T):
+            raise ValueError(f"lengths must lie in [0, T={T}], got {lengths!r}")
+        lengths = lengths.astype(np.int64)
+
+    def cast(a):
+        return None if a is None else np.asarray(a, dtype=dt)
+
+    G = GATES[mode]
+    return SimpleNamespace(
+        mode=mode, lstm=lstm, dtype=dt, G=G, H=np.shape(w_ih)[0] // G,
+        x=x, w_ih=cast(w_ih), w_hh=cast(w_hh), b_ih=cast(b_ih), b_hh=cast(b_hh),
+        h0=cast(h0), c0=cast(c0) if lstm else None, w_hr=cast(w_hr),
+        lengths=lengths, reverse=bool(reverse), reset_after=bool(reset_after),
+        clip=lstm and clip_min is not None, clip_min=clip_min, clip_max=clip_max,
+        clip_nan=bool(clip_nan))
+
+
+# ---------------------------------------------------------------------------------------------
+# Cells. Each *_fwd takes the inputs of the samples active at this step (x [n, C], h [n, P],
+# c [n, H] or None) and returns (h', c' or None, cache); each *_bwd takes that cache and the
+# gradients reaching h' and c', adds the weight gradients into `acc`, and returns
+# (dx, dh, dc or None).
+# ---------------------------------------------------------------------------------------------
+
+def _lstm_fwd(p, x, h, c):
+    gates = x @ p.w_ih.T + p.b_ih + h @ p.w_hh.T + p.b_hh
+    i, f, g, o = np.split(gates, 4, axis=1)
+    i, f, g, o = _sigmoid(i), _sigmoid(f), np.tanh(g), _sigmoid(o)
+    c_pre = f * c + i * g
+    keep = None
+    c_new = c_pre
+    if p.clip:
+        # Comparisons with NaN are False, so a NaN cell also counts as "clipped" (gradient 0).
+        keep = (c_pre >= p.clip_min) & (c_pre <= p.clip_max)
+        c_new = np.clip(c_pre, p.clip_min, p.clip_max)  # np.clip lets NaN through
+        if p.clip_nan:
+            c_new = np.where(np.isnan(c_pre), np.asarray(p.clip_min, dtype=p.dtype), c_new)
+    tanh_c = np.tanh(c_new)
+    h_full = o * tanh_c
+    h_new = h_full @ p.w_hr.T if p.w_hr is not None else h_full
+    return h_new, c_new, SimpleNamespace(x=x, h=h, c=c, i=i, f=f, g=g, o=o, c_pre=c_pre,
+                                         keep=keep, tanh_c=tanh_c, h_full=h_full)
+
+
+def _lstm_bwd(p, cache, dh_new, dc_new, acc):
+    x, h, c, i, f, g, o = cache.x, cache.h, cache.c, cache.i, cache.f, cache.g, cache.o
+    keep, tanh_c, h_full = cache.keep, cache.tanh_c, cache.h_full
+    if p.w_hr is not None:
+        acc["w_hr"] += dh_new.T @ h_full
+        dh_full = dh_new @ p.w_hr
+    else:
+        dh_full = dh_new
+    do = dh_full * tanh_c
+    dc = dc_new + dh_full * o * (1 - tanh_c * tanh_c)
+    df = dc * c
+    if keep is not None:
+        dc = np.where(keep, dc, 0)
+        # A clipped cell does not depend on f; spelled out so that a NaN c (clip_nan) cannot
+        # turn 0 * NaN into a NaN weight gradient.
+        df = np.where(keep, df, 0)
+    di = dc * g
+    dg = dc * i
+    dgates = np.concatenate(
+        [di * i * (1 - i), df * f * (1 - f), dg * (1 - g * g), do * o * (1 - o)], axis=1)
+    _accumulate(acc, dgates, x, dgates, h)
+    return dgates @ p.w_ih, dgates @ p.w_hh, dc * f
+
+
+def _gru_fwd(p, x, h, c):
+    H = p.H
+    gi = x @ p.w_ih.T + p.b_ih
+    # r and z see the plain h in both variants; only the candidate n differs.
+    gh_rz = h @ p.w_hh[:2 * H].T + p.b_hh[:2 * H]
+    r = _sigmoid(gi[:, :H] + gh_rz[:, :H])
+    z = _sigmoid(gi[:, H:2 * H] + gh_rz[:, H:])
+    w_hn, b_hn = p.w_hh[2 * H:], p.b_hh[2 * H:]
+    if p.reset_after:
+        gh_n = h @ w_hn.T + b_hn
+        n = np.tanh(gi[:, 2 * H:] + r * gh_n)
+    else:
+        gh_n = (r * h) @ w_hn.T + b_hn
+        n = np.tanh(gi[:, 2 * H:] + gh_n)
+    h_new = (1 - z) * n + z * h
+    return h_new, None, SimpleNamespace(x=x, h=h, r=r, z=z, n=n, gh_n=gh_n)
+
+
+def _gru_bwd(p, cache, dh_new, dc_new, acc):
+    x, h, r, z, n, gh_n = cache.x, cache.h, cache.r, cache.z, cache.n, cache.gh_n
+    H = p.H
+    w_hn = p.w_hh[2 * H:]
+    dn = dh_new * (1 - z) * (1 - n * n)   # gradient at n's pre-activation
+    dz = dh_new * (h - n) * z * (1 - z)   # ... at z's pre-activation
+    dh = dh_new * z
+    if p.reset_after:
+        dr = dn * gh_n * r * (1 - r)
+        dgh_n = dn * r
+        dgi = np.concatenate([dr, dz, dn], axis=1)
+        dgh = np.concatenate([dr, dz, dgh_n], axis=1)
+        _accumulate(acc, dgi, x, dgh, h)
+        dh = dh + dgh @ p.w_hh
+    else:
+        # n's recurrent input is r*h, so W_hn's gradient pairs with r*h, not with h.
+        drh = dn @ w_hn
+        dr = drh * h * r * (1 - r)
+        dgi = np.concatenate([dr, dz, dn], axis=1)
+        dgh_rz = np.concatenate([dr, dz], axis=1)
+        acc["w_ih"] += dgi.T @ x
+        acc["b_ih"] += dgi.sum(axis=0)
+        acc["w_hh"][:2 * H] += dgh_rz.T @ h
+        acc["w_hh"][2 * H:] += dn.T @ (r * h)
+        acc["b_hh"] += dgi.sum(axis=0)
+        dh = dh + dgh_rz @ p.w_hh[:2 * H] + drh * r
+    return dgi @ p.w_ih, dh, None
+
+
+def _rnn_fwd(p, x, h, c):
+    pre = x @ p.w_ih.T + p.b_ih + h @ p.w_hh.T + p.b_hh
+    h_new = np.tanh(pre) if p.mode == "rnn_tanh" else np.maximum(pre, 0)
+    return h_new, None, SimpleNamespace(x=x, h=h, pre=pre, h_new=h_new)
+
+
+def _rnn_bwd(p, cache, dh_new, dc_new, acc):
+    x, h, pre, h_new = cache.x, cache.h, cache.pre, cache.h_new
+    if p.mode == "rnn_tanh":
+        dpre = dh_new * (1 - h_new * h_new)
+    else:
+        dpre = np.where(pre > 0, dh_new, 0)
+    _accumulate(acc, dpre, x, dpre, h)
+    return dpre @ p.w_ih, dpre @ p.w_hh, None
+
+
+def _accumulate(acc, dgi, x, dgh, h):
+    """Add the weight/bias gradients of one step: dgi/dgh are the gradients at the input and
+    recurrent pre-activations (the same array except for GRU's candidate gate)."""
+    acc["w_ih"] += dgi.T @ x
+    acc["b_ih"] += dgi.sum(axis=0)
+    acc["w_hh"] += dgh.T @ h
+    acc["b_hh"] += dgh.sum(axis=0)
+
+
+_CELLS = {"lstm": (_lstm_fwd, _lstm_bwd), "gru": (_gru_fwd, _gru_bwd),
+          "rnn_tanh": (_rnn_fwd, _rnn_bwd), "rnn_relu": (_rnn_fwd, _rnn_bwd)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Time loop.
+# ---------------------------------------------------------------------------------------------
+
+def _run_forward(p):
+    """Run the recurrence; returns (y, hy, cy, trace) where trace holds, per step t, the active
+    samples, the time index each of them reads/writes, and the cell cache."""
+    cell_fwd = _CELLS[p.mode][0]
+    T, N, _ = p.x.shape
+    h = p.h0.copy()
+    c = p.c0.copy() if p.lstm else None
+    y = np.zeros((T, N, h.shape[1]), dtype=p.dtype)
+    trace = []
+    for t in range(T):
+        # Only samples whose own sequence is still running take part; the others keep their
+        # state, which is what makes hy/cy the state after each sample's last valid step.
+        act = np.nonzero(t < p.lengths)[0]
+        if act.size == 0:
+            break
+        src = p.lengths[act] - 1 - t if p.reverse else np.full(act.size, t)
+        h_new, c_new, cache = cell_fwd(p, p.x[src, act], h[act], None if c is None else c[act])
+        y[src, act] = h_new
+        h[act] = h_new
+        if c is not None:
+            c[act] = c_new
+        trace.append((act, src, cache))
+    return y, h, c, trace
+
+
+def forward(mode, x, w_ih, w_hh, b_ih, b_hh, h0, c0=None, *, w_hr=None, lengths=None,
+            reverse=False, reset_after=True, clip_min=None, clip_max=None, clip_nan=False):
+    """Reference forward pass. Returns ForwardResult(y, hy, cy, None); see the module docstring."""
+    p = _prepare(mode, x, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr, lengths, reverse, reset_after,
+                 clip_min, clip_max, clip_nan)
+    y, hy, cy, _ = _run_forward(p)
+    return ForwardResult(y, hy, cy, None)
+
+
+def backward(mode, x, w_ih, w_hh, b_ih, b_hh, h0, c0, dy=None, dhy=None, dcy=None, *,
+             w_hr=None, lengths=None, reverse=False, reset_after=True, clip_min=None,
+             clip_max=None, clip_nan=False):
+    """Reference backprop through time: the gradients of
+    sum(dy*y) + sum(dhy*hy) + sum(dcy*cy) with respect to every input, as
+    Gradients(dx, dw_ih, dw_hh, db_ih, db_hh, dh0, dc0, dw_hr). dy/dhy/dcy None mean zero."""
+    p = _prepare(mode, x, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr, lengths, reverse, reset_after,
+                 clip_min, clip_max, clip_nan)
+    y, hy, cy, trace = _run_forward(p)
+    cell_bwd = _CELLS[p.mode][1]
+    dt = p.dtype
+
+    dy = np.zeros_like(y) if dy is None else np.asarray(dy, dtype=dt)
+    dh = np.zeros_like(hy) if dhy is None else np.array(dhy, dtype=dt)  # copied: updated below
+    dc = None
+    if p.lstm:
+        dc = np.zeros_like(cy) if dcy is None else np.array(dcy, dtype=dt)
+    acc = {"w_ih": np.zeros_like(p.w_ih), "w_hh": np.zeros_like(p.w_hh),
+           "b_ih": np.zeros_like(p.b_ih), "b_hh": np.zeros_like(p.b_hh)}
+    if p.w_hr is not None:
+        acc["w_hr"] = np.zeros_like(p.w_hr)
+    dx = np.zeros_like(p.x)
+
+    for act, src, cache in reversed(trace):
+        # h' of this step is both the output y[src] and the state the later steps (or hy) saw;
+        # dh[act] already holds the gradient from the later steps.
+        dh_new = dh[act] + dy[src, act]
+        dx_t, dh_prev, dc_prev = cell_bwd(p, cache, dh_new, None if dc is None else dc[act], acc)
+        dx[src, act] = dx_t
+        dh[act] = dh_prev
+        if dc is not None:
+            dc[act] = dc_prev
+
+    return Gradients(dx, acc["w_ih"], acc["w_hh"], acc["b_ih"], acc["b_hh"], dh, dc,
+                     acc.get("w_hr"))
+
+
+def _forward_trace(mode, x, w_ih, w_hh, b_ih, b_hh, h0, c0=None, *, w_hr=None, lengths=None,
+                   reverse=False, reset_after=True, clip_min=None, clip_max=None,
+                   clip_nan=False):
+    """For tests only: the per-step trace of forward(), a list of (active samples, time index
+    each reads/writes, cell cache); e.g. to see LSTM pre-clip cells (cache.c_pre)."""
+    p = _prepare(mode, x, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr, lengths, reverse, reset_after,
+                 clip_min, clip_max, clip_nan)
+    return _run_forward(p)[3]
