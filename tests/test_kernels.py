@@ -80,6 +80,34 @@ def test_matches_reference(variant, size, variable, reverse, dtype):
     assert_results_close(inference, fwd, what="inference vs training", rtol=0, atol=0)
 
 
+@pytest.fixture
+def two_threads():
+    before = kernels.get_num_threads()
+    kernels.set_num_threads(2)
+    yield
+    kernels.set_num_threads(before)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_threaded_time_loop_matches_reference(variant, reverse, two_threads):
+    """Sizes large enough that each step is split across two threads (H not a multiple of
+    the 16-unit slices, so one slice has a ragged end)."""
+    T, N, C, H = 5, 40, 9, 70
+    lengths = boundary_lengths(T, N, seed=11)
+    mode, problem, options = setup(variant, T, N, C, H, np.float64, lengths, seed=12)
+    if "proj" in VARIANTS[variant][1]:
+        problem = make_problem(mode, T, N, C, H, proj=37, lengths=lengths, seed=12)
+        if "clip_min" in options:
+            options.update(zip(("clip_min", "clip_max"), choose_clip_bounds(problem)))
+    options["reverse"] = reverse
+    upstream = make_upstream(mode, problem, seed=13)
+    fwd, grads = run_kernels(mode, problem, upstream, **options)
+    ref_fwd, ref_grads = run_reference(mode, problem, upstream, **options)
+    assert_results_close(fwd, ref_fwd, rtol=1e-9, atol=1e-11, what="forward")
+    assert_results_close(grads, ref_grads, rtol=1e-9, atol=1e-11, what="backward")
+
+
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("variant", ["lstm", "lstm_proj", "gru", "rnn_tanh", "rnn_relu"])
 def test_matches_torch(variant, reverse):

@@ -2,12 +2,13 @@
 #pragma once
 
 #include <algorithm>
-#include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include "fusedrnn/rnn.h"
+#include "simd.h"
 
 namespace fusedrnn {
 namespace detail {
@@ -60,43 +61,14 @@ void shift_prev(const Plan& plan, const T* packed, const T* init_sorted, int64_t
 template <typename T>
 void column_sums(const T* g, int64_t rows, int64_t ld, int64_t width, T* out);
 
-// Elementwise math. Float uses branch-free code that GCC vectorises (max error ~2 ulp
-// relative to libm on the ranges the gates see); double stays on libm for the float64
-// gradient checks.
-inline float fast_exp(float x) {
-  x = std::min(std::max(x, -87.0f), 88.0f);
-  const float n = std::nearbyint(x * 1.44269504088896341f);
-  const float r = (x - n * 0.693359375f) + n * 2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  // Scale by 2^n by adding n to the exponent field; the clamp keeps the result normal.
-  int32_t bits;
-  std::memcpy(&bits, &p, sizeof bits);
-  bits += static_cast<int32_t>(n) * (1 << 23);
-  float out;
-  std::memcpy(&out, &bits, sizeof out);
-  return out;
+// Scratch memory for one call: allocated once, before the time loop, and left uninitialised
+// (every element is written before it is read).
+template <typename T>
+using Buffer = std::unique_ptr<T[]>;
+template <typename T>
+Buffer<T> make_buffer(size_t n) {
+  return Buffer<T>(new T[n]);
 }
-
-inline float sigmoid(float x) { return 1.0f / (1.0f + fast_exp(-x)); }
-inline double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
-inline float tanh_(float x) {
-  // tanh = 1 - 2 / (exp(2x) + 1), with an odd polynomial near 0 where that loses digits.
-  const float ax = std::fabs(x);
-  const float e = fast_exp(2.0f * ax);
-  float t = 1.0f - 2.0f / (e + 1.0f);
-  const float x2 = x * x;
-  const float small = ax * (1.0f + x2 * (-0.333333333f + x2 * (0.133333333f +
-                                         x2 * (-0.0539682540f + x2 * 0.0218694885f))));
-  t = ax < 0.25f ? small : t;
-  return std::copysign(t, x);
-}
-inline double tanh_(double x) { return std::tanh(x); }
 
 }  // namespace detail
 }  // namespace fusedrnn

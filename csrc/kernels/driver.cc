@@ -64,14 +64,6 @@ size_t reserve_size(const RnnDesc& d) {
   }
 }
 
-void set_num_threads(int n) {
-  // OpenBLAS's own default: what it chose at load time from the environment.
-  static const int initial = scipy_openblas_get_num_threads();
-  scipy_openblas_set_num_threads(n > 0 ? n : initial);
-}
-
-int get_num_threads() { return scipy_openblas_get_num_threads(); }
-
 namespace detail {
 
 Plan::Plan(const RnnDesc& d, const int32_t* lengths)
@@ -212,8 +204,8 @@ void forward(const RnnDesc& d, const int32_t* lengths, const T* x, const Weights
   const bool own_out = reserve == nullptr && !plan.identity;
   const size_t ws_size = (plan.identity ? 0 : plan.rows * C) + d.batch * (P + H) +
                          (own_out ? plan.rows * P : 0) + (reserve ? 0 : (lstm ? plan.rows * H : 0));
-  std::vector<T> ws(ws_size);
-  T* cur = ws.data();
+  detail::Buffer<T> ws = detail::make_buffer<T>(ws_size);
+  T* cur = ws.get();
   auto take = [&cur](size_t n) { T* p = cur; cur += n; return p; };
   const T* xp = x;
   if (!plan.identity) {
@@ -272,8 +264,8 @@ void backward(const RnnDesc& d, const int32_t* lengths, const T* x, const Weight
   const size_t ws_size = (pack ? plan.rows * C : 0) + (pack && dy ? plan.rows * P : 0) +
                          d.batch * (2 * P + 2 * H) + plan.rows * P + plan.rows * GH +
                          (pack && g.dx ? plan.rows * C : 0);
-  std::vector<T> ws(ws_size);
-  T* cur = ws.data();
+  detail::Buffer<T> ws = detail::make_buffer<T>(ws_size);
+  T* cur = ws.get();
   auto take = [&cur](size_t n) { T* p = cur; cur += n; return p; };
   const T* xp = x;
   const T* dyp = dy;

@@ -4,9 +4,13 @@
 #pragma once
 
 #include "common.h"
+#include "parallel.h"
 
 namespace fusedrnn {
 namespace detail {
+
+// Thread slices of hidden units start at multiples of this (a 64-byte line of floats).
+constexpr int64_t kSliceAlign = 16;
 
 template <typename T>
 struct FwdArgs {

@@ -22,71 +22,70 @@ struct Clip {
   explicit Clip(const RnnDesc& d)
       : on(d.clip), lo(T(d.clip_min)), hi(T(d.clip_max)), nan_to_lo(d.clip_nan) {}
   // NaN fails both comparisons and so passes through unless nan_to_lo.
-  T apply(T c) const {
-    c = c < lo ? lo : c;
-    c = c > hi ? hi : c;
-    return nan_to_lo && c != c ? lo : c;
+  Vec<T> apply(Vec<T> c) const {
+    c = c < lo ? splat(lo) : c;
+    c = c > hi ? splat(hi) : c;
+    return nan_to_lo ? (c != c ? splat(lo) : c) : c;
   }
-  // Gradient of the clip: 1 inside [lo, hi], 0 where the value was clipped (or NaN).
-  bool passes(T c) const { return c >= lo && c <= hi; }
 };
 
-// One step, B rows: g holds the pre-activations without bias on entry; with store it gets
+// One step, B rows: g holds the pre-activations without bias on entry; with keep it gets
 // the activations i f g o back for backward.
 template <typename T>
-void forward_rows(int64_t B, int64_t H, T* __restrict g, const T* __restrict bias,
-                  const T* __restrict c_prev, T* __restrict c_out, T* __restrict h_out,
-                  int64_t ld_h, const Clip<T>& clip, bool store) {
+void forward_rows(int64_t B, int64_t H, int64_t u0, int64_t u1, T* g, const T* bias,
+                  const T* c_prev, T* c_out, T* h_out, int64_t ld_h, const Clip<T>& clip,
+                  bool keep) {
   for (int64_t k = 0; k < B; ++k) {
     T* gk = g + k * 4 * H;
-    const T* cp = c_prev + k * H;
-    T* co = c_out + k * H;
-    T* ho = h_out + k * ld_h;
-    for (int64_t j = 0; j < H; ++j) {
-      const T i = sigmoid(gk[j] + bias[j]);
-      const T f = sigmoid(gk[H + j] + bias[H + j]);
-      const T c_hat = tanh_(gk[2 * H + j] + bias[2 * H + j]);
-      const T o = sigmoid(gk[3 * H + j] + bias[3 * H + j]);
-      T c = f * cp[j] + i * c_hat;
+    for_lanes<T>(u0, u1, [&](int64_t j, auto m) {
+      const Vec<T> i = vsigmoid(load(gk + j, m) + load(bias + j, m));
+      const Vec<T> f = vsigmoid(load(gk + H + j, m) + load(bias + H + j, m));
+      const Vec<T> c_hat = vtanh(load(gk + 2 * H + j, m) + load(bias + 2 * H + j, m));
+      const Vec<T> o = vsigmoid(load(gk + 3 * H + j, m) + load(bias + 3 * H + j, m));
+      Vec<T> c = f * load(c_prev + k * H + j, m) + i * c_hat;
       if (clip.on) c = clip.apply(c);
-      co[j] = c;
-      ho[j] = o * tanh_(c);
-      if (store) {
-        gk[j] = i;
-        gk[H + j] = f;
-        gk[2 * H + j] = c_hat;
-        gk[3 * H + j] = o;
+      store(c_out + k * H + j, c, m);
+      store(h_out + k * ld_h + j, o * vtanh(c), m);
+      if (keep) {
+        store(gk + j, i, m);
+        store(gk + H + j, f, m);
+        store(gk + 2 * H + j, c_hat, m);
+        store(gk + 3 * H + j, o, m);
       }
-    }
+    });
   }
 }
 
 // One step backward, B rows. dh: gradient w.r.t. h' (before projection); dc: gradient w.r.t.
 // c' on entry, w.r.t. c on exit. dg gets the pre-activation gradients.
 template <typename T>
-void backward_rows(int64_t B, int64_t H, const T* __restrict act, const T* __restrict c_now,
-                   const T* __restrict c_prev, const T* __restrict dh, T* __restrict dc,
-                   T* __restrict dg, const Clip<T>& clip) {
+void backward_rows(int64_t B, int64_t H, int64_t u0, int64_t u1, const T* act, const T* c_now,
+                   const T* c_prev, const T* dh, T* dc, T* dg, const Clip<T>& clip) {
+  const Vec<T> zero = {};
   for (int64_t k = 0; k < B; ++k) {
     const T* a = act + k * 4 * H;
-    const T* cn = c_now + k * H;
-    const T* cp = c_prev + k * H;
-    const T* dhk = dh + k * H;
-    T* dck = dc + k * H;
     T* dgk = dg + k * 4 * H;
-    for (int64_t j = 0; j < H; ++j) {
-      const T i = a[j], f = a[H + j], c_hat = a[2 * H + j], o = a[3 * H + j];
-      const T tc = tanh_(cn[j]);
-      // A clipped cell passes no gradient; selecting (not multiplying by 0) keeps a NaN
-      // previous cell that clip_nan absorbed from leaking back in as 0 * NaN.
-      const bool through = !clip.on || clip.passes(f * cp[j] + i * c_hat);
-      const T dcv = through ? dck[j] + dhk[j] * o * (T(1) - tc * tc) : T(0);
-      dck[j] = dcv * f;
-      dgk[j] = dcv * c_hat * i * (T(1) - i);
-      dgk[H + j] = through ? dcv * cp[j] * f * (T(1) - f) : T(0);
-      dgk[2 * H + j] = dcv * i * (T(1) - c_hat * c_hat);
-      dgk[3 * H + j] = dhk[j] * tc * o * (T(1) - o);
-    }
+    for_lanes<T>(u0, u1, [&](int64_t j, auto m) {
+      const Vec<T> i = load(a + j, m), f = load(a + H + j, m);
+      const Vec<T> c_hat = load(a + 2 * H + j, m), o = load(a + 3 * H + j, m);
+      const Vec<T> cp = load(c_prev + k * H + j, m), dhv = load(dh + k * H + j, m);
+      const Vec<T> tc = vtanh(load(c_now + k * H + j, m));
+      Vec<T> dcv = load(dc + k * H + j, m) + dhv * o * (T(1) - tc * tc);
+      Vec<T> df = dcv * cp * f * (T(1) - f);
+      if (clip.on) {
+        // A clipped cell passes no gradient; selecting (not multiplying by 0) keeps a NaN
+        // previous cell that clip_nan absorbed from leaking back in as 0 * NaN.
+        const Vec<T> pre = f * cp + i * c_hat;
+        const auto through = (pre >= clip.lo) & (pre <= clip.hi);
+        dcv = through ? dcv : zero;
+        df = through ? df : zero;
+      }
+      store(dc + k * H + j, dcv * f, m);
+      store(dgk + j, dcv * c_hat * i * (T(1) - i), m);
+      store(dgk + H + j, df, m);
+      store(dgk + 2 * H + j, dcv * i * (T(1) - c_hat * c_hat), m);
+      store(dgk + 3 * H + j, dhv * tc * o * (T(1) - o), m);
+    });
   }
 }
 
@@ -98,30 +97,42 @@ void lstm_forward(const FwdArgs<T>& a) {
   const Plan& p = a.plan;
   const int64_t C = d.input_size, H = d.hidden_size, P = d.out_size(), G = 4 * H;
   const int64_t TN = d.steps * d.batch;
-  const bool proj = d.proj_size > 0, store = a.extra != nullptr;
+  const bool proj = d.proj_size > 0, keep = a.extra != nullptr;
   const Clip<T> clip(d);
 
-  std::vector<T> scratch(G + (store ? 0 : p.rows * G) + (proj && !store ? d.batch * H : 0));
-  T* bias = scratch.data();
+  Buffer<T> scratch = make_buffer<T>(G + (keep ? 0 : p.rows * G) + (proj && !keep ? d.batch * H : 0));
+  T* bias = scratch.get();
   for (int64_t j = 0; j < G; ++j) bias[j] = a.w.b_ih[j] + a.w.b_hh[j];
-  T* gates = store ? a.extra : bias + G;
-  T* hraw = proj ? (store ? a.extra + TN * G : bias + G + p.rows * G) : nullptr;
+  T* gates = keep ? a.extra : bias + G;
+  T* hraw = proj ? (keep ? a.extra + TN * G : bias + G + p.rows * G) : nullptr;
 
   gemm<T>(false, true, p.rows, G, C, T(1), a.xp, C, a.w.w_ih, C, T(0), gates, G);
-  for (int64_t t = 0; t < p.steps; ++t) {
-    const int64_t B = p.batch[t], off = p.offset[t];
-    const T* h_prev = t == 0 ? a.h0 : a.hp + p.offset[t - 1] * P;
-    const T* c_prev = t == 0 ? a.c0 : a.cp + p.offset[t - 1] * H;
-    T* g = gates + off * G;
-    gemm<T>(false, true, B, G, P, T(1), h_prev, P, a.w.w_hh, P, T(1), g, G);
-    if (proj) {
-      T* hr = store ? hraw + off * H : hraw;
-      forward_rows(B, H, g, bias, c_prev, a.cp + off * H, hr, H, clip, store);
-      gemm<T>(false, true, B, P, H, T(1), hr, H, a.w.w_hr, H, T(0), a.hp + off * P, P);
-    } else {
-      forward_rows(B, H, g, bias, c_prev, a.cp + off * H, a.hp + off * P, P, clip, store);
+  const int threads = threads_for(p.steps ? p.batch[0] : 0, H, p.steps ? p.batch[0] * G * P : 0);
+  parallel_run(threads, [&](int tid, int n, Barrier& barrier) {
+    int64_t u0, u1, q0, q1;  // this thread's hidden units and projection columns
+    split(H, tid, n, kSliceAlign, &u0, &u1);
+    split(P, tid, n, kSliceAlign, &q0, &q1);
+    for (int64_t t = 0; t < p.steps; ++t) {
+      const int64_t B = p.batch[t], off = p.offset[t];
+      const T* h_prev = t == 0 ? a.h0 : a.hp + p.offset[t - 1] * P;
+      const T* c_prev = t == 0 ? a.c0 : a.cp + p.offset[t - 1] * H;
+      T* g = gates + off * G;
+      for (int gate = 0; gate < 4 && u1 > u0; ++gate)
+        gemm<T>(false, true, B, u1 - u0, P, T(1), h_prev, P, a.w.w_hh + (gate * H + u0) * P, P,
+                T(1), g + gate * H + u0, G);
+      if (proj) {
+        T* hr = keep ? hraw + off * H : hraw;
+        forward_rows(B, H, u0, u1, g, bias, c_prev, a.cp + off * H, hr, H, clip, keep);
+        barrier.wait();
+        gemm<T>(false, true, B, q1 - q0, H, T(1), hr, H, a.w.w_hr + q0 * H, H, T(0),
+                a.hp + off * P + q0, P);
+      } else {
+        forward_rows(B, H, u0, u1, g, bias, c_prev, a.cp + off * H, a.hp + off * P, P, clip,
+                     keep);
+      }
+      barrier.wait();
     }
-  }
+  });
 }
 
 template <typename T>
@@ -136,25 +147,39 @@ void lstm_backward(const BwdArgs<T>& a) {
   const T* hraw = proj ? a.extra + TN * G : nullptr;
 
   // With projection: dr packed over all steps (for dW_hr) and dh' for one step.
-  std::vector<T> scratch(proj ? p.rows * P + d.batch * H : 0);
-  T* dr = scratch.data();
+  Buffer<T> scratch = make_buffer<T>(proj ? p.rows * P + d.batch * H : 0);
+  T* dr = scratch.get();
   T* dh_raw = proj ? dr + p.rows * P : nullptr;
 
-  for (int64_t t = p.steps - 1; t >= 0; --t) {
-    const int64_t B = p.batch[t], off = p.offset[t];
-    // Gradient w.r.t. this step's output state: recurrent part (in a.dh) + upstream dy.
-    T* dstate = proj ? dr + off * P : a.dh;
-    for (int64_t k = 0; k < B * P; ++k)
-      dstate[k] = a.dh[k] + (a.dyp ? a.dyp[off * P + k] : T(0));
-    const T* dh = a.dh;
-    if (proj) {
-      gemm<T>(false, false, B, H, P, T(1), dstate, P, a.w.w_hr, H, T(0), dh_raw, H);
-      dh = dh_raw;
+  const int threads = threads_for(p.steps ? p.batch[0] : 0, H, p.steps ? p.batch[0] * G * P : 0);
+  parallel_run(threads, [&](int tid, int n, Barrier& barrier) {
+    // Without projection P == H, so each thread's units are also its columns of dh: the
+    // recurrent product it writes is what its own elementwise pass reads next step.
+    int64_t u0, u1, q0, q1;
+    split(H, tid, n, kSliceAlign, &u0, &u1);
+    split(P, tid, n, kSliceAlign, &q0, &q1);
+    for (int64_t t = p.steps - 1; t >= 0; --t) {
+      const int64_t B = p.batch[t], off = p.offset[t];
+      // Gradient w.r.t. this step's output state: recurrent part (in a.dh) + upstream dy.
+      T* dstate = proj ? dr + off * P : a.dh;
+      for (int64_t k = 0; k < B; ++k)
+        for (int64_t q = q0; q < q1; ++q)
+          dstate[k * P + q] = a.dh[k * P + q] + (a.dyp ? a.dyp[(off + k) * P + q] : T(0));
+      const T* dh = a.dh;
+      if (proj) {
+        barrier.wait();
+        gemm<T>(false, false, B, u1 - u0, P, T(1), dstate, P, a.w.w_hr + u0, H, T(0),
+                dh_raw + u0, H);
+        dh = dh_raw;
+      }
+      const T* c_prev = t == 0 ? a.c0 : a.cp + p.offset[t - 1] * H;
+      backward_rows(B, H, u0, u1, act + off * G, a.cp + off * H, c_prev, dh, a.dc,
+                    a.dgx + off * G, clip);
+      barrier.wait();
+      gemm<T>(false, false, B, q1 - q0, G, T(1), a.dgx + off * G, G, a.w.w_hh + q0, P, T(0),
+              a.dh + q0, P);
     }
-    const T* c_prev = t == 0 ? a.c0 : a.cp + p.offset[t - 1] * H;
-    backward_rows(B, H, act + off * G, a.cp + off * H, c_prev, dh, a.dc, a.dgx + off * G, clip);
-    gemm<T>(false, false, B, P, G, T(1), a.dgx + off * G, G, a.w.w_hh, P, T(0), a.dh, P);
-  }
+  });
 
   if (a.dw_hh) gemm<T>(true, false, G, P, p.rows, T(1), a.dgx, G, a.hprev, P, T(0), a.dw_hh, P);
   if (a.db_hh) column_sums(a.dgx, p.rows, G, G, a.db_hh);

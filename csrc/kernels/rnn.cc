@@ -15,24 +15,27 @@ void rnn_forward(const FwdArgs<T>& a) {
   const int64_t C = d.input_size, H = d.hidden_size;
   const bool relu = d.mode == Mode::kRnnRelu;
 
-  std::vector<T> bias(H);
+  Buffer<T> bias = make_buffer<T>(H);
   for (int64_t j = 0; j < H; ++j) bias[j] = a.w.b_ih[j] + a.w.b_hh[j];
   gemm<T>(false, true, p.rows, H, C, T(1), a.xp, C, a.w.w_ih, C, T(0), a.hp, H);
-  for (int64_t t = 0; t < p.steps; ++t) {
-    const int64_t B = p.batch[t], off = p.offset[t];
-    const T* h_prev = t == 0 ? a.h0 : a.hp + p.offset[t - 1] * H;
-    T* h = a.hp + off * H;
-    gemm<T>(false, true, B, H, H, T(1), h_prev, H, a.w.w_hh, H, T(1), h, H);
-    for (int64_t k = 0; k < B; ++k) {
-      T* __restrict hk = h + k * H;
-      const T* __restrict b = bias.data();
-      if (relu) {
-        for (int64_t j = 0; j < H; ++j) hk[j] = std::max(hk[j] + b[j], T(0));
-      } else {
-        for (int64_t j = 0; j < H; ++j) hk[j] = tanh_(hk[j] + b[j]);
+  const int threads = threads_for(p.steps ? p.batch[0] : 0, H, p.steps ? p.batch[0] * H * H : 0);
+  parallel_run(threads, [&](int tid, int n, Barrier& barrier) {
+    int64_t u0, u1;
+    split(H, tid, n, kSliceAlign, &u0, &u1);
+    for (int64_t t = 0; t < p.steps; ++t) {
+      const int64_t B = p.batch[t], off = p.offset[t];
+      const T* h_prev = t == 0 ? a.h0 : a.hp + p.offset[t - 1] * H;
+      T* h = a.hp + off * H;
+      gemm<T>(false, true, B, u1 - u0, H, T(1), h_prev, H, a.w.w_hh + u0 * H, H, T(1), h + u0, H);
+      for (int64_t k = 0; k < B; ++k) {
+        for_lanes<T>(u0, u1, [&](int64_t j, auto m) {
+          const Vec<T> pre = load(h + k * H + j, m) + load(bias.get() + j, m);
+          store(h + k * H + j, relu ? (pre > T(0) ? pre : Vec<T>{}) : vtanh(pre), m);
+        });
       }
+      barrier.wait();
     }
-  }
+  });
 }
 
 template <typename T>
@@ -42,20 +45,28 @@ void rnn_backward(const BwdArgs<T>& a) {
   const int64_t H = d.hidden_size;
   const bool relu = d.mode == Mode::kRnnRelu;
 
-  for (int64_t t = p.steps - 1; t >= 0; --t) {
-    const int64_t B = p.batch[t], off = p.offset[t];
-    for (int64_t k = 0; k < B; ++k) {
-      const T* __restrict h = a.hp + (off + k) * H;
-      const T* __restrict dy = a.dyp ? a.dyp + (off + k) * H : nullptr;
-      const T* __restrict dh = a.dh + k * H;
-      T* __restrict g = a.dgx + (off + k) * H;
-      for (int64_t j = 0; j < H; ++j) {
-        const T dhv = dh[j] + (dy ? dy[j] : T(0));
-        g[j] = relu ? (h[j] > T(0) ? dhv : T(0)) : dhv * (T(1) - h[j] * h[j]);
+  const int threads = threads_for(p.steps ? p.batch[0] : 0, H, p.steps ? p.batch[0] * H * H : 0);
+  parallel_run(threads, [&](int tid, int n, Barrier& barrier) {
+    // Each thread's units are also its columns of dh: what its product writes is what its
+    // own elementwise pass reads next step.
+    int64_t u0, u1;
+    split(H, tid, n, kSliceAlign, &u0, &u1);
+    for (int64_t t = p.steps - 1; t >= 0; --t) {
+      const int64_t B = p.batch[t], off = p.offset[t];
+      for (int64_t k = 0; k < B; ++k) {
+        const T* dy = a.dyp ? a.dyp + (off + k) * H : nullptr;
+        for_lanes<T>(u0, u1, [&](int64_t j, auto m) {
+          const Vec<T> h = load(a.hp + (off + k) * H + j, m);
+          const Vec<T> dhv = load(a.dh + k * H + j, m) + (dy ? load(dy + j, m) : Vec<T>{});
+          store(a.dgx + (off + k) * H + j,
+                relu ? (h > T(0) ? dhv : Vec<T>{}) : dhv * (T(1) - h * h), m);
+        });
       }
+      barrier.wait();
+      gemm<T>(false, false, B, u1 - u0, H, T(1), a.dgx + off * H, H, a.w.w_hh + u0, H, T(0),
+              a.dh + u0, H);
     }
-    gemm<T>(false, false, B, H, H, T(1), a.dgx + off * H, H, a.w.w_hh, H, T(0), a.dh, H);
-  }
+  });
   if (a.dw_hh) gemm<T>(true, false, H, H, p.rows, T(1), a.dgx, H, a.hprev, H, T(0), a.dw_hh, H);
   if (a.db_hh) column_sums(a.dgx, p.rows, H, H, a.db_hh);
 }

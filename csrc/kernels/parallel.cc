@@ -1,0 +1,158 @@
+#include "parallel.h"
+
+#include <cblas.h>
+#include <pthread.h>
+
+#include <algorithm>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "fusedrnn/rnn.h"
+
+namespace fusedrnn {
+namespace detail {
+
+namespace {
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+// Worker threads sleep on a condition variable between calls. A forked child has none of
+// the parent's threads, so the pool is rebuilt there on first use (DataLoader workers).
+class Pool {
+ public:
+  bool try_run(int n, const ParallelBody& body) {
+    std::unique_lock<std::mutex> busy(busy_, std::try_to_lock);
+    if (!busy.owns_lock()) return false;
+    grow(n - 1);
+    Barrier barrier(n);
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      body_ = &body;
+      barrier_ = &barrier;
+      active_ = n - 1;
+      remaining_ = n - 1;
+      ++generation_;
+    }
+    // OpenBLAS has no per-thread setting in this build, so its global count drops to 1 while
+    // the pool runs (only the pool's owner changes it) and comes back afterwards.
+    const int blas_threads = scipy_openblas_get_num_threads();
+    scipy_openblas_set_num_threads(1);
+    wake_.notify_all();
+    body(0, n, barrier);
+    std::unique_lock<std::mutex> lock(mutex_);
+    done_.wait(lock, [this] { return remaining_ == 0; });
+    body_ = nullptr;
+    scipy_openblas_set_num_threads(blas_threads);
+    return true;
+  }
+
+ private:
+  void grow(int workers) {
+    while (static_cast<int>(threads_.size()) < workers) {
+      const int tid = static_cast<int>(threads_.size()) + 1;
+      threads_.emplace_back([this, tid] { work(tid); });
+      threads_.back().detach();
+    }
+  }
+
+  void work(int tid) {
+    int64_t seen = 0;
+    for (;;) {
+      const ParallelBody* body;
+      Barrier* barrier;
+      int n;
+      {
+        std::unique_lock<std::mutex> lock(mutex_);
+        wake_.wait(lock, [&] { return generation_ != seen; });
+        seen = generation_;
+        if (tid > active_) continue;
+        body = body_;
+        barrier = barrier_;
+        n = active_ + 1;
+      }
+      (*body)(tid, n, *barrier);
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (--remaining_ == 0) done_.notify_one();
+    }
+  }
+
+  std::mutex busy_;   // held by the call that owns the pool
+  std::mutex mutex_;  // guards the fields below
+  std::condition_variable wake_, done_;
+  std::vector<std::thread> threads_;
+  const ParallelBody* body_ = nullptr;
+  Barrier* barrier_ = nullptr;
+  int active_ = 0;
+  int remaining_ = 0;
+  int64_t generation_ = 0;
+};
+
+std::atomic<int> g_threads{0};  // 0: not set, follow OpenBLAS
+std::atomic<Pool*> g_pool{nullptr};
+
+Pool& pool() {
+  static const bool ready = [] {
+    // The child's pool is new; the parent's is left alone (its threads do not exist here).
+    pthread_atfork(nullptr, nullptr, [] { g_pool.store(new Pool()); });
+    g_pool.store(new Pool());
+    return true;
+  }();
+  (void)ready;
+  return *g_pool.load();
+}
+
+}  // namespace
+
+void Barrier::wait() {
+  const int phase = phase_.load(std::memory_order_acquire);
+  if (count_.fetch_add(1, std::memory_order_acq_rel) == n_ - 1) {
+    count_.store(0, std::memory_order_relaxed);
+    phase_.store(phase + 1, std::memory_order_release);
+    return;
+  }
+  for (int spins = 0; phase_.load(std::memory_order_acquire) == phase; ++spins) {
+    if (spins < 1 << 16) {
+      cpu_relax();
+    } else {
+      std::this_thread::yield();  // oversubscribed: let the thread we wait for run
+    }
+  }
+}
+
+void parallel_run(int n, const ParallelBody& body) {
+  if (n > 1 && pool().try_run(n, body)) return;
+  Barrier alone(1);
+  body(0, 1, alone);
+}
+
+int threads_for(int64_t batch, int64_t width, int64_t macs_per_step) {
+  // Below ~64k multiply-adds a step (a few microseconds) the barrier and the split GEMM
+  // calls cost more than the second core gains; each thread needs at least 16 units.
+  if (batch == 0 || macs_per_step < (int64_t{1} << 16)) return 1;
+  const int64_t by_width = std::max<int64_t>(width / 16, 1);
+  return static_cast<int>(std::min<int64_t>(loop_threads(), by_width));
+}
+
+int loop_threads() {
+  const int n = g_threads.load(std::memory_order_relaxed);
+  return n > 0 ? n : scipy_openblas_get_num_threads();
+}
+
+}  // namespace detail
+
+void set_num_threads(int n) {
+  // OpenBLAS's own default: what it chose at load time from the environment.
+  static const int initial = scipy_openblas_get_num_threads();
+  detail::g_threads.store(n > 0 ? n : 0, std::memory_order_relaxed);
+  scipy_openblas_set_num_threads(n > 0 ? n : initial);
+}
+
+int get_num_threads() { return detail::loop_threads(); }
+
+}  // namespace fusedrnn

@@ -1,0 +1,48 @@
+// Threads for the time loop. A step's work is split by hidden units (or output columns)
+// across a small persistent pool; the threads meet at a spinning barrier between the
+// phases of a step (a step takes tens of microseconds, far less than a sleep/wake cycle).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+
+namespace fusedrnn {
+namespace detail {
+
+class Barrier {
+ public:
+  explicit Barrier(int n) : n_(n) {}
+  void wait();
+
+ private:
+  const int n_;
+  std::atomic<int> count_{0};
+  std::atomic<int> phase_{0};
+};
+
+// Runs body(tid, n, barrier) on n threads (the caller is tid 0) and returns when all are
+// done; barrier is shared by exactly those n. Meanwhile OpenBLAS runs single-threaded, so
+// each thread's GEMM on its own slice stays on that thread. While another call holds the pool (calls from
+// several Python or engine threads at once), this one runs on the caller alone (n = 1).
+using ParallelBody = std::function<void(int tid, int n, Barrier& barrier)>;
+void parallel_run(int n, const ParallelBody& body);
+
+// How many threads a time loop should use: up to loop_threads(), fewer when each step's
+// work (multiply-adds of its recurrent product over `width` units) is too small to share.
+int threads_for(int64_t batch, int64_t width, int64_t macs_per_step);
+
+// Threads the time loop may use: fusedrnn's thread setting (set_num_threads).
+int loop_threads();
+
+// The slice [begin, end) of [0, total) for thread tid of n, in multiples of `align` so that
+// slices do not share vector lanes or cache lines.
+inline void split(int64_t total, int tid, int n, int64_t align, int64_t* begin, int64_t* end) {
+  const int64_t blocks = (total + align - 1) / align;
+  const int64_t b0 = blocks * tid / n, b1 = blocks * (tid + 1) / n;
+  *begin = b0 * align < total ? b0 * align : total;
+  *end = b1 * align < total ? b1 * align : total;
+}
+
+}  // namespace detail
+}  // namespace fusedrnn
