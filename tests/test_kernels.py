@@ -1,5 +1,11 @@
 """fusedrnn.kernels (the C++ kernels) against the NumPy reference, PyTorch and finite
 differences, plus the variable-length semantics and the argument checks."""
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
 import pytest
 
@@ -241,6 +247,38 @@ def test_deterministic_and_thread_count_independent():
         assert_results_close(a, b, rtol=0, atol=0)
     for a, b in zip(one, two):
         assert_results_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_portable_build_matches_reference():
+    """The non-AVX-512 code path, forced in a subprocess, gives the reference's numbers too."""
+    script = textwrap.dedent("""
+        import numpy as np, sys
+        sys.path.insert(0, %r)
+        from fusedrnn import kernels
+        from helpers import make_problem, make_upstream
+        from test_kernels import run_kernels, run_reference, VARIANTS
+        assert kernels.instruction_set() == "base", kernels.instruction_set()
+        kernels.set_num_threads(2)
+        for variant in VARIANTS:
+            mode, pkw, okw = VARIANTS[variant]
+            for N, H in [(3, 21), (40, 70)]:
+                problem = make_problem(mode, 6, N, 5, H, dtype=np.float32, lengths="random",
+                                       **pkw)
+                opts = {"clip_min": -0.4, "clip_max": 0.5} if okw.get("clip") else {}
+                opts["reverse"] = True
+                up = {k: None if v is None else v.astype(np.float32)
+                      for k, v in make_upstream(mode, problem).items()}
+                for got, ref in zip(run_kernels(mode, problem, up, **opts),
+                                    run_reference(mode, problem, up, **opts)):
+                    for a, b in zip(got, ref):
+                        if b is not None:
+                            np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
+        print("ok")
+    """) % str(pathlib.Path(__file__).parent)
+    env = dict(os.environ, FUSEDRNN_DISABLE_AVX512="1")
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-3000:]
 
 
 def test_reserve_size():

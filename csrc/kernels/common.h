@@ -8,7 +8,6 @@
 #include <vector>
 
 #include "fusedrnn/rnn.h"
-#include "simd.h"
 
 namespace fusedrnn {
 namespace detail {

@@ -2,6 +2,7 @@
 // the cell family, unpacks outputs, and forms the gradients that every family shares.
 #include <cblas.h>
 
+#include <cstdlib>
 #include <limits>
 #include <numeric>
 #include <string>
@@ -58,9 +59,9 @@ size_t reserve_size(const RnnDesc& d) {
   size_t n = rows * static_cast<size_t>(d.out_size());
   switch (d.mode) {
     case Mode::kLstm:
-      return n + rows * static_cast<size_t>(d.hidden_size) + detail::lstm_reserve_size(d);
-    case Mode::kGru: return n + detail::gru_reserve_size(d);
-    default: return n + detail::rnn_reserve_size(d);
+      return n + rows * static_cast<size_t>(d.hidden_size) + detail::base::lstm_reserve_size(d);
+    case Mode::kGru: return n + detail::base::gru_reserve_size(d);
+    default: return n + detail::base::rnn_reserve_size(d);
   }
 }
 
@@ -188,9 +189,46 @@ FUSEDRNN_INSTANTIATE(float)
 FUSEDRNN_INSTANTIATE(double)
 #undef FUSEDRNN_INSTANTIATE
 
+bool use_avx512() {
+#if FUSEDRNN_HAVE_AVX512
+  // FUSEDRNN_DISABLE_AVX512=1 forces the portable code (tests cover both paths with it).
+  static const bool yes = [] {
+    const char* off = std::getenv("FUSEDRNN_DISABLE_AVX512");
+    return !(off != nullptr && off[0] != '\0' && off[0] != '0') &&
+           __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw");
+  }();
+  return yes;
+#else
+  return false;
+#endif
+}
+
+template <typename T>
+void run_forward(const FwdArgs<T>& a) {
+  const bool wide = use_avx512();
+  switch (a.desc.mode) {
+    case Mode::kLstm: wide ? avx512::lstm_forward(a) : base::lstm_forward(a); break;
+    case Mode::kGru: wide ? avx512::gru_forward(a) : base::gru_forward(a); break;
+    default: wide ? avx512::rnn_forward(a) : base::rnn_forward(a); break;
+  }
+}
+
+template <typename T>
+void run_backward(const BwdArgs<T>& a) {
+  const bool wide = use_avx512();
+  switch (a.desc.mode) {
+    case Mode::kLstm: wide ? avx512::lstm_backward(a) : base::lstm_backward(a); break;
+    case Mode::kGru: wide ? avx512::gru_backward(a) : base::gru_backward(a); break;
+    default: wide ? avx512::rnn_backward(a) : base::rnn_backward(a); break;
+  }
+}
+
 }  // namespace detail
 
 using detail::Plan;
+
+const char* instruction_set() { return detail::use_avx512() ? "avx512" : "base"; }
 
 template <typename T>
 void forward(const RnnDesc& d, const int32_t* lengths, const T* x, const Weights<T>& w,
@@ -231,11 +269,7 @@ void forward(const RnnDesc& d, const int32_t* lengths, const T* x, const Weights
   }
 
   const detail::FwdArgs<T> args{d, plan, xp, w, h0s, c0s, hp, cp, extra};
-  switch (d.mode) {
-    case Mode::kLstm: detail::lstm_forward(args); break;
-    case Mode::kGru: detail::gru_forward(args); break;
-    default: detail::rnn_forward(args); break;
-  }
+  detail::run_forward(args);
 
   if (plan.identity) {
     if (hp != y) std::copy(hp, hp + TN * P, y);
@@ -294,11 +328,7 @@ void backward(const RnnDesc& d, const int32_t* lengths, const T* x, const Weight
   const detail::BwdArgs<T> args{d,     plan,  xp,      w,        h0s,   c0s,      hp,
                                 hprev, cp,    extra,   dyp,      dh,    dc,       dgx,
                                 g.dw_hh, g.db_hh, g.dw_hr};
-  switch (d.mode) {
-    case Mode::kLstm: detail::lstm_backward(args); break;
-    case Mode::kGru: detail::gru_backward(args); break;
-    default: detail::rnn_backward(args); break;
-  }
+  detail::run_backward(args);
 
   if (g.dx != nullptr) {
     T* dxp = pack ? take(plan.rows * C) : g.dx;

@@ -46,16 +46,22 @@ struct BwdArgs {
   T* dw_hr;         // LSTM projection, may be null
 };
 
-size_t lstm_reserve_size(const RnnDesc& desc);
-size_t gru_reserve_size(const RnnDesc& desc);
-size_t rnn_reserve_size(const RnnDesc& desc);
-
-template <typename T> void lstm_forward(const FwdArgs<T>& a);
-template <typename T> void gru_forward(const FwdArgs<T>& a);
-template <typename T> void rnn_forward(const FwdArgs<T>& a);
-template <typename T> void lstm_backward(const BwdArgs<T>& a);
-template <typename T> void gru_backward(const BwdArgs<T>& a);
-template <typename T> void rnn_backward(const BwdArgs<T>& a);
+// Each family is compiled once per instruction set (see simd.h); the driver picks one.
+#define FUSEDRNN_DECLARE_FAMILIES(isa)                                     \
+  namespace isa {                                                          \
+  size_t lstm_reserve_size(const RnnDesc& desc);                           \
+  size_t gru_reserve_size(const RnnDesc& desc);                            \
+  size_t rnn_reserve_size(const RnnDesc& desc);                            \
+  template <typename T> void lstm_forward(const FwdArgs<T>& a);            \
+  template <typename T> void gru_forward(const FwdArgs<T>& a);             \
+  template <typename T> void rnn_forward(const FwdArgs<T>& a);             \
+  template <typename T> void lstm_backward(const BwdArgs<T>& a);           \
+  template <typename T> void gru_backward(const BwdArgs<T>& a);            \
+  template <typename T> void rnn_backward(const BwdArgs<T>& a);            \
+  }
+FUSEDRNN_DECLARE_FAMILIES(base)
+FUSEDRNN_DECLARE_FAMILIES(avx512)
+#undef FUSEDRNN_DECLARE_FAMILIES
 
 }  // namespace detail
 }  // namespace fusedrnn

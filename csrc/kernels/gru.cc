@@ -6,9 +6,11 @@
 // q = r * h (reset before); the input projection is computed into the first 3H columns of
 // the same rows, so training needs no other buffer.
 #include "families.h"
+#include "simd.h"
 
 namespace fusedrnn {
 namespace detail {
+namespace FUSEDRNN_ISA {
 
 size_t gru_reserve_size(const RnnDesc& d) {
   return static_cast<size_t>(d.steps) * static_cast<size_t>(d.batch) * 4 *
@@ -184,5 +186,6 @@ template void gru_forward<double>(const FwdArgs<double>&);
 template void gru_backward<float>(const BwdArgs<float>&);
 template void gru_backward<double>(const BwdArgs<double>&);
 
+}  // namespace FUSEDRNN_ISA
 }  // namespace detail
 }  // namespace fusedrnn

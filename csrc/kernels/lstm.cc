@@ -2,9 +2,11 @@
 //   c' = f * c + i * g (clipped),  h' = o * tanh(c'),  r' = W_hr h' (projection; r' is state)
 // Forward stores the gate activations [rows, 4H] (and h' before projection) for backward.
 #include "families.h"
+#include "simd.h"
 
 namespace fusedrnn {
 namespace detail {
+namespace FUSEDRNN_ISA {
 
 size_t lstm_reserve_size(const RnnDesc& d) {
   const size_t rows = static_cast<size_t>(d.steps) * static_cast<size_t>(d.batch);
@@ -191,5 +193,6 @@ template void lstm_forward<double>(const FwdArgs<double>&);
 template void lstm_backward<float>(const BwdArgs<float>&);
 template void lstm_backward<double>(const BwdArgs<double>&);
 
+}  // namespace FUSEDRNN_ISA
 }  // namespace detail
 }  // namespace fusedrnn

@@ -2,9 +2,11 @@
 // The pre-activations are accumulated in the output rows themselves and activated in place;
 // backward recovers act' from h' alone, so nothing else is stored.
 #include "families.h"
+#include "simd.h"
 
 namespace fusedrnn {
 namespace detail {
+namespace FUSEDRNN_ISA {
 
 size_t rnn_reserve_size(const RnnDesc&) { return 0; }
 
@@ -76,5 +78,6 @@ template void rnn_forward<double>(const FwdArgs<double>&);
 template void rnn_backward<float>(const BwdArgs<float>&);
 template void rnn_backward<double>(const BwdArgs<double>&);
 
+}  // namespace FUSEDRNN_ISA
 }  // namespace detail
 }  // namespace fusedrnn

@@ -293,4 +293,5 @@ PYBIND11_MODULE(_C, m) {
   }, py::arg("mode"), py::arg("T"), py::arg("N"), py::arg("C"), py::arg("H"), py::arg("P") = 0);
   m.def("set_num_threads", &fusedrnn::set_num_threads, py::arg("n"));
   m.def("get_num_threads", &fusedrnn::get_num_threads);
+  m.def("instruction_set", &fusedrnn::instruction_set);
 }

@@ -87,4 +87,7 @@ void backward(const RnnDesc& desc, const int32_t* lengths, const T* x, const Wei
 void set_num_threads(int n);
 int get_num_threads();
 
+// The instruction set the elementwise code runs on: "avx512", or "base" (the build's target).
+const char* instruction_set();
+
 }  // namespace fusedrnn

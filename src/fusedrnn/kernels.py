@@ -25,7 +25,8 @@ import numpy as np
 from . import _C
 from ._results import MODES, ForwardResult, Gradients
 
-__all__ = ["forward", "backward", "reserve_size", "set_num_threads", "get_num_threads"]
+__all__ = ["forward", "backward", "reserve_size", "set_num_threads", "get_num_threads",
+           "instruction_set"]
 
 
 def _lengths(lengths, n):
@@ -114,3 +115,9 @@ def get_num_threads():
     return _C.get_num_threads()
 
 
+
+
+def instruction_set():
+    """'avx512' or 'base': the vector code the elementwise passes run (chosen at import from
+    the CPU; FUSEDRNN_DISABLE_AVX512=1 in the environment forces 'base')."""
+    return _C.instruction_set()
