@@ -115,6 +115,38 @@ void gemm<double>(bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alph
                     m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
+Arena& Arena::local() {
+  thread_local Arena arena;
+  return arena;
+}
+
+void* Arena::take(size_t bytes) {
+  constexpr size_t kAlign = 64;
+  bytes = (bytes + kAlign - 1) / kAlign * kAlign + kAlign;  // room to align the start
+  if (chunks_.empty() || chunks_[current_].size - chunks_[current_].used < bytes) {
+    // Chunks past the current one hold no live buffer (buffers are released in order).
+    const size_t next = chunks_.empty() ? 0 : current_ + 1;
+    if (next < chunks_.size() && chunks_[next].size >= bytes) {
+      chunks_[next].used = 0;
+    } else {
+      const size_t size = std::max(bytes, size_t{1} << 20);
+      chunks_.resize(next);
+      chunks_.push_back(Chunk{std::unique_ptr<char[]>(new char[size]), size, 0});
+    }
+    current_ = next;
+  }
+  Chunk& c = chunks_[current_];
+  const uintptr_t at = reinterpret_cast<uintptr_t>(c.data.get()) + c.used;
+  char* out = reinterpret_cast<char*>((at + kAlign - 1) / kAlign * kAlign);
+  c.used += bytes;
+  return out;
+}
+
+void Arena::release(Mark m) {
+  current_ = m.chunk;
+  if (!chunks_.empty()) chunks_[current_].used = m.used;
+}
+
 template <typename T>
 void gather_rows(const Plan& p, const T* src, int64_t w, T* dst) {
   for (int64_t t = 0; t < p.steps; ++t)
@@ -242,7 +274,7 @@ void forward(const RnnDesc& d, const int32_t* lengths, const T* x, const Weights
   const bool own_out = reserve == nullptr && !plan.identity;
   const size_t ws_size = (plan.identity ? 0 : plan.rows * C) + d.batch * (P + H) +
                          (own_out ? plan.rows * P : 0) + (reserve ? 0 : (lstm ? plan.rows * H : 0));
-  detail::Buffer<T> ws = detail::make_buffer<T>(ws_size);
+  detail::Buffer<T> ws(ws_size);
   T* cur = ws.get();
   auto take = [&cur](size_t n) { T* p = cur; cur += n; return p; };
   const T* xp = x;
@@ -298,7 +330,7 @@ void backward(const RnnDesc& d, const int32_t* lengths, const T* x, const Weight
   const size_t ws_size = (pack ? plan.rows * C : 0) + (pack && dy ? plan.rows * P : 0) +
                          d.batch * (2 * P + 2 * H) + plan.rows * P + plan.rows * GH +
                          (pack && g.dx ? plan.rows * C : 0);
-  detail::Buffer<T> ws = detail::make_buffer<T>(ws_size);
+  detail::Buffer<T> ws(ws_size);
   T* cur = ws.get();
   auto take = [&cur](size_t n) { T* p = cur; cur += n; return p; };
   const T* xp = x;

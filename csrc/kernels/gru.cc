@@ -26,7 +26,7 @@ void gru_forward(const FwdArgs<T>& a) {
   const T* bi = a.w.b_ih;
   const T* bh = a.w.b_hh;
 
-  Buffer<T> scratch = make_buffer<T>(d.batch * G + (keep ? 0 : p.rows * S));
+  Buffer<T> scratch(d.batch * G + (keep ? 0 : p.rows * S));
   T* gh = scratch.get();  // recurrent projection of one step
   T* rows = keep ? a.extra : gh + d.batch * G;
 
@@ -108,7 +108,7 @@ void gru_backward(const BwdArgs<T>& a) {
   // reset_after: the recurrent pre-activation gradient differs from dgx in the n block
   // (scaled by r), so it gets its own packed buffer. Reset before: they are equal, and one
   // step needs dL/d(r*h).
-  Buffer<T> scratch = make_buffer<T>(d.reset_after ? p.rows * G : d.batch * H);
+  Buffer<T> scratch(d.reset_after ? p.rows * G : d.batch * H);
   T* dgh = d.reset_after ? scratch.get() : dgx;
   T* drh = scratch.get();
   const Vec<T> zero = {};

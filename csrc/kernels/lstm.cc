@@ -2,7 +2,7 @@
 //   c' = f * c + i * g (clipped),  h' = o * tanh(c'),  r' = W_hr h' (projection; r' is state)
 // Forward stores the gate activations [rows, 4H] (and h' before projection) for backward.
 #include "families.h"
-#include "simd.h"
+#include "panel.h"
 
 namespace fusedrnn {
 namespace detail {
@@ -31,30 +31,25 @@ struct Clip {
   }
 };
 
-// One step, B rows: g holds the pre-activations without bias on entry; with keep it gets
-// the activations i f g o back for backward.
-template <typename T>
-void forward_rows(int64_t B, int64_t H, int64_t u0, int64_t u1, T* g, const T* bias,
-                  const T* c_prev, T* c_out, T* h_out, int64_t ld_h, const Clip<T>& clip,
-                  bool keep) {
-  for (int64_t k = 0; k < B; ++k) {
-    T* gk = g + k * 4 * H;
-    for_lanes<T>(u0, u1, [&](int64_t j, auto m) {
-      const Vec<T> i = vsigmoid(load(gk + j, m) + load(bias + j, m));
-      const Vec<T> f = vsigmoid(load(gk + H + j, m) + load(bias + H + j, m));
-      const Vec<T> c_hat = vtanh(load(gk + 2 * H + j, m) + load(bias + 2 * H + j, m));
-      const Vec<T> o = vsigmoid(load(gk + 3 * H + j, m) + load(bias + 3 * H + j, m));
-      Vec<T> c = f * load(c_prev + k * H + j, m) + i * c_hat;
-      if (clip.on) c = clip.apply(c);
-      store(c_out + k * H + j, c, m);
-      store(h_out + k * ld_h + j, o * vtanh(c), m);
-      if (keep) {
-        store(gk + j, i, m);
-        store(gk + H + j, f, m);
-        store(gk + 2 * H + j, c_hat, m);
-        store(gk + 3 * H + j, o, m);
-      }
-    });
+// The cell update for units [j, j + m) of one row, from the recurrent product acc (i f g o)
+// and the row g of the input projection (pre-activations without bias); with keep, g gets
+// the activations back for backward.
+template <typename T, typename M>
+inline void cell_forward(const Vec<T>* acc, T* g, int64_t H, int64_t j, M m, const T* bias,
+                         const T* c_prev, T* c_out, T* h_out, const Clip<T>& clip, bool keep) {
+  const Vec<T> i = vsigmoid(acc[0] + load(g + j, m) + load(bias + j, m));
+  const Vec<T> f = vsigmoid(acc[1] + load(g + H + j, m) + load(bias + H + j, m));
+  const Vec<T> c_hat = vtanh(acc[2] + load(g + 2 * H + j, m) + load(bias + 2 * H + j, m));
+  const Vec<T> o = vsigmoid(acc[3] + load(g + 3 * H + j, m) + load(bias + 3 * H + j, m));
+  Vec<T> c = f * load(c_prev + j, m) + i * c_hat;
+  if (clip.on) c = clip.apply(c);
+  store(c_out + j, c, m);
+  store(h_out + j, o * vtanh(c), m);
+  if (keep) {
+    store(g + j, i, m);
+    store(g + H + j, f, m);
+    store(g + 2 * H + j, c_hat, m);
+    store(g + 3 * H + j, o, m);
   }
 }
 
@@ -97,40 +92,63 @@ template <typename T>
 void lstm_forward(const FwdArgs<T>& a) {
   const RnnDesc& d = a.desc;
   const Plan& p = a.plan;
+  constexpr int L = kLanes<T>;
   const int64_t C = d.input_size, H = d.hidden_size, P = d.out_size(), G = 4 * H;
   const int64_t TN = d.steps * d.batch;
   const bool proj = d.proj_size > 0, keep = a.extra != nullptr;
   const Clip<T> clip(d);
+  const int64_t unit_panels = unit_blocks<T>(H), proj_panels = unit_blocks<T>(P);
 
-  Buffer<T> scratch = make_buffer<T>(G + (keep ? 0 : p.rows * G) + (proj && !keep ? d.batch * H : 0));
+  const int64_t gates_ws = keep ? 0 : p.rows * G, hraw_ws = proj && !keep ? d.batch * H : 0;
+  const int64_t w_hh_size = unit_panels * P * G * L, w_hr_size = proj ? proj_panels * H * L : 0;
+  Buffer<T> scratch(G + gates_ws + hraw_ws + w_hh_size + w_hr_size);
   T* bias = scratch.get();
-  for (int64_t j = 0; j < G; ++j) bias[j] = a.w.b_ih[j] + a.w.b_hh[j];
   T* gates = keep ? a.extra : bias + G;
-  T* hraw = proj ? (keep ? a.extra + TN * G : bias + G + p.rows * G) : nullptr;
+  T* hraw = proj ? (keep ? a.extra + TN * G : bias + G + gates_ws) : nullptr;
+  T* w_hh = bias + G + gates_ws + hraw_ws;  // packed panels
+  T* w_hr = w_hh + w_hh_size;
+  for (int64_t j = 0; j < G; ++j) bias[j] = a.w.b_ih[j] + a.w.b_hh[j];
 
   gemm<T>(false, true, p.rows, G, C, T(1), a.xp, C, a.w.w_ih, C, T(0), gates, G);
   const int threads = threads_for(p.steps ? p.batch[0] : 0, H, p.steps ? p.batch[0] * G * P : 0);
   parallel_run(threads, [&](int tid, int n, Barrier& barrier) {
-    int64_t u0, u1, q0, q1;  // this thread's hidden units and projection columns
-    split(H, tid, n, kSliceAlign, &u0, &u1);
-    split(P, tid, n, kSliceAlign, &q0, &q1);
+    // Each thread packs and then uses only its own panels: units [u0, u1) and projection
+    // columns [q0, q1), in blocks of L.
+    int64_t u0, u1, q0, q1;
+    split(unit_panels, tid, n, 1, &u0, &u1);
+    split(proj_panels, tid, n, 1, &q0, &q1);
+    pack_gates(a.w.w_hh, H, P, 4, P, u0, u1, w_hh);
+    if (proj) pack_gates(a.w.w_hr, P, H, 1, H, q0, q1, w_hr);
     for (int64_t t = 0; t < p.steps; ++t) {
       const int64_t B = p.batch[t], off = p.offset[t];
       const T* h_prev = t == 0 ? a.h0 : a.hp + p.offset[t - 1] * P;
       const T* c_prev = t == 0 ? a.c0 : a.cp + p.offset[t - 1] * H;
-      T* g = gates + off * G;
-      for (int gate = 0; gate < 4 && u1 > u0; ++gate)
-        gemm<T>(false, true, B, u1 - u0, P, T(1), h_prev, P, a.w.w_hh + (gate * H + u0) * P, P,
-                T(1), g + gate * H + u0, G);
+      T* h_out = proj ? (keep ? hraw + off * H : hraw) : a.hp + off * P;
+      const int64_t ld_h = proj ? H : P;
+      panel_product<T, 4>(B, P, h_prev, P, w_hh, u0, u1,
+                          [&](int64_t b, int64_t r, const Vec<T>* acc) {
+        const int64_t j = b * L;
+        T* g = gates + (off + r) * G;
+        const T* cp = c_prev + r * H;
+        T* co = a.cp + (off + r) * H;
+        T* ho = h_out + r * ld_h;
+        if (j + L <= H) {
+          cell_forward<T>(acc, g, H, j, Full{}, bias, cp, co, ho, clip, keep);
+        } else {
+          cell_forward<T>(acc, g, H, j, H - j, bias, cp, co, ho, clip, keep);
+        }
+      });
       if (proj) {
-        T* hr = keep ? hraw + off * H : hraw;
-        forward_rows(B, H, u0, u1, g, bias, c_prev, a.cp + off * H, hr, H, clip, keep);
-        barrier.wait();
-        gemm<T>(false, true, B, q1 - q0, H, T(1), hr, H, a.w.w_hr + q0 * H, H, T(0),
-                a.hp + off * P + q0, P);
-      } else {
-        forward_rows(B, H, u0, u1, g, bias, c_prev, a.cp + off * H, a.hp + off * P, P, clip,
-                     keep);
+        barrier.wait();  // the projection reads every unit of h
+        panel_product<T, 1>(B, H, h_out, H, w_hr, q0, q1,
+                            [&](int64_t b, int64_t r, const Vec<T>* acc) {
+          T* out = a.hp + (off + r) * P + b * L;
+          if (b * L + L <= P) {
+            store(out, acc[0], Full{});
+          } else {
+            store(out, acc[0], P - b * L);
+          }
+        });
       }
       barrier.wait();
     }
@@ -149,7 +167,7 @@ void lstm_backward(const BwdArgs<T>& a) {
   const T* hraw = proj ? a.extra + TN * G : nullptr;
 
   // With projection: dr packed over all steps (for dW_hr) and dh' for one step.
-  Buffer<T> scratch = make_buffer<T>(proj ? p.rows * P + d.batch * H : 0);
+  Buffer<T> scratch(proj ? p.rows * P + d.batch * H : 0);
   T* dr = scratch.get();
   T* dh_raw = proj ? dr + p.rows * P : nullptr;
 

@@ -17,7 +17,7 @@ void rnn_forward(const FwdArgs<T>& a) {
   const int64_t C = d.input_size, H = d.hidden_size;
   const bool relu = d.mode == Mode::kRnnRelu;
 
-  Buffer<T> bias = make_buffer<T>(H);
+  Buffer<T> bias(H);
   for (int64_t j = 0; j < H; ++j) bias[j] = a.w.b_ih[j] + a.w.b_hh[j];
   gemm<T>(false, true, p.rows, H, C, T(1), a.xp, C, a.w.w_ih, C, T(0), a.hp, H);
   const int threads = threads_for(p.steps ? p.batch[0] : 0, H, p.steps ? p.batch[0] * H * H : 0);

@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <utility>
 
 #ifndef FUSEDRNN_ISA
 #error "compile with -DFUSEDRNN_ISA=<namespace>"
@@ -71,9 +72,15 @@ inline void for_lanes(int64_t begin, int64_t end, Body&& body) {
   if (j < end) body(j, end - j);
 }
 
+template <typename T, size_t... I>
+inline Vec<T> splat_lanes(T x, std::index_sequence<I...>) {
+  return Vec<T>{((void)I, x)...};
+}
+
+// One broadcast instruction (x + Vec{} would add 0.0 first; a lane loop becomes masked moves).
 template <typename T>
 inline Vec<T> splat(T x) {
-  return Vec<T>{} + x;
+  return splat_lanes(x, std::make_index_sequence<kLanes<T>>{});
 }
 
 // exp for floats: Cody-Waite range reduction and a degree-6 polynomial (~1 ulp).

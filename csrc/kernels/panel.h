@@ -1,0 +1,164 @@
+// The per-step recurrent products, with weights packed once per call.
+//
+// A general GEMM repacks its weight operand on every call; a recurrence multiplies by the
+// same weights at every step, so packing them once into panels and running a register-tiled
+// kernel over them saves that work each step (most of a step at small batch). A panel holds
+// V vectors' worth of output columns for every k, contiguous: panel[k][v][lane].
+//
+// The kernel hands each row's V accumulator vectors to an epilogue, so the cell's
+// elementwise work runs on the product while it is still in registers. For the gate
+// products the V vectors of a panel are the G gates of the same kLanes units (gate g of unit
+// j is column g * H + j of the weights), so one panel yields everything a unit needs.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+
+#include "common.h"
+#include "simd.h"
+
+namespace fusedrnn {
+namespace detail {
+namespace FUSEDRNN_ISA {
+
+#ifdef __AVX512F__
+constexpr int kVectorRegisters = 32;
+#else
+constexpr int kVectorRegisters = 16;
+#endif
+
+// Rows per register tile for V accumulators per row: R * V accumulators, V weight vectors
+// and one broadcast must fit in the vector registers.
+template <int V>
+constexpr int tile_rows() {
+  return std::max(1, std::min(8, (kVectorRegisters - V - 1) / V));
+}
+
+// Packs the gate product of weights w [G * units, K] (row-major; rows g * units + j) into
+// panels of kLanes units: panel b holds units [b * L, b * L + L) of every gate, zero-padded
+// past `units`; unit_blocks(units) * K * G * L elements in all. The product of a row a [K]
+// with panel b gives, for v = g, the pre-activations of gate g for those units.
+// Only panels [b0, b1) are written (each thread packs the panels it will use).
+template <typename T>
+void pack_gates(const T* w, int64_t units, int64_t K, int G, int64_t ldw, int64_t b0,
+                int64_t b1, T* panels) {
+  constexpr int L = kLanes<T>;
+  for (int64_t b = b0; b < b1; ++b) {
+    T* out = panels + b * K * G * L;
+    for (int64_t k = 0; k < K; ++k)
+      for (int g = 0; g < G; ++g)
+        for (int l = 0; l < L; ++l) {
+          const int64_t j = b * L + l;
+          *out++ = j < units ? w[(g * units + j) * ldw + k] : T(0);
+        }
+  }
+}
+
+// Packs w [K, N] (row-major, leading dimension ldw) for products a @ w, as panels of V
+// vectors of columns, zero-padded past N; column_blocks(N, V) * K * V * L elements in all.
+template <typename T>
+void pack_columns(const T* w, int64_t K, int64_t N, int V, int64_t ldw, int64_t b0, int64_t b1,
+                  T* panels) {
+  const int64_t width = V * kLanes<T>;
+  for (int64_t b = b0; b < b1; ++b) {
+    T* out = panels + b * K * width;
+    for (int64_t k = 0; k < K; ++k)
+      for (int64_t c = 0; c < width; ++c) {
+        const int64_t n = b * width + c;
+        *out++ = n < N ? w[k * ldw + n] : T(0);
+      }
+  }
+}
+
+// Panels of kLanes units (pack_gates) and of V * kLanes columns (pack_columns).
+template <typename T>
+constexpr int64_t unit_blocks(int64_t units) {
+  return (units + kLanes<T> - 1) / kLanes<T>;
+}
+template <typename T>
+constexpr int64_t column_blocks(int64_t columns, int V) {
+  return (columns + V * kLanes<T> - 1) / (V * kLanes<T>);
+}
+
+// acc[r][v] = sum_k a[r, k] * panel[k][v] for R rows of a; then epi(r, acc[r]) per row.
+template <typename T, int V, int R, typename Epilogue>
+inline void tile(int64_t K, const T* a, int64_t lda, const T* panel, Epilogue&& epi) {
+  constexpr int L = kLanes<T>;
+  Vec<T> acc[R][V];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < V; ++v) acc[r][v] = Vec<T>{};
+  for (int64_t k = 0; k < K; ++k) {
+    Vec<T> w[V];
+#pragma GCC unroll 4
+    for (int v = 0; v < V; ++v) w[v] = load(panel + (k * V + v) * L, Full{});
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const Vec<T> x = splat(a[r * lda + k]);
+#pragma GCC unroll 4
+      for (int v = 0; v < V; ++v) acc[r][v] += x * w[v];
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) epi(r, acc[r]);
+}
+
+template <typename T, int V, int R, typename Epilogue>
+inline void tail_tile(int64_t rows, int64_t K, const T* a, int64_t lda, const T* panel,
+                      Epilogue&& epi) {
+  if constexpr (R > 0) {
+    if (rows == R) {
+      tile<T, V, R>(K, a, lda, panel, epi);
+    } else {
+      tail_tile<T, V, R - 1>(rows, K, a, lda, panel, epi);
+    }
+  }
+}
+
+// For each panel b in [b0, b1) and each row r < rows of a [rows, K]:
+// epi(b, r, acc) with acc the V vectors of row r times panel b.
+template <typename T, int V, typename Epilogue>
+void panel_product(int64_t rows, int64_t K, const T* a, int64_t lda, const T* panels,
+                   int64_t b0, int64_t b1, Epilogue&& epi) {
+  constexpr int R = tile_rows<V>();
+  const int64_t panel_size = K * V * kLanes<T>;
+  for (int64_t b = b0; b < b1; ++b) {
+    const T* panel = panels + b * panel_size;
+    int64_t r0 = 0;
+    for (; r0 + R <= rows; r0 += R)
+      tile<T, V, R>(K, a + r0 * lda, lda, panel,
+                    [&](int r, const Vec<T>* acc) { epi(b, r0 + r, acc); });
+    if (r0 < rows)
+      tail_tile<T, V, R - 1>(rows - r0, K, a + r0 * lda, lda, panel,
+                             [&](int r, const Vec<T>* acc) { epi(b, r0 + r, acc); });
+  }
+}
+
+// c[rows, N] (=, or += with accumulate) a[rows, K] @ w, w packed by pack_columns with V,
+// for the column panels [b0, b1).
+template <typename T, int V>
+void packed_gemm(int64_t rows, int64_t K, int64_t N, const T* a, int64_t lda, const T* panels,
+                 int64_t b0, int64_t b1, T* c, int64_t ldc, bool accumulate) {
+  constexpr int L = kLanes<T>;
+  panel_product<T, V>(rows, K, a, lda, panels, b0, b1,
+                      [&](int64_t b, int64_t r, const Vec<T>* acc) {
+    T* out = c + r * ldc + b * V * L;
+    for (int v = 0; v < V; ++v) {
+      const int64_t n0 = b * V * L + v * L;
+      if (n0 >= N) break;
+      const auto put = [&](auto m) {
+        store(out + v * L, accumulate ? acc[v] + load(out + v * L, m) : acc[v], m);
+      };
+      if (n0 + L <= N) {
+        put(Full{});
+      } else {
+        put(N - n0);
+      }
+    }
+  });
+}
+
+}  // namespace FUSEDRNN_ISA
+}  // namespace detail
+}  // namespace fusedrnn
