@@ -9,8 +9,6 @@
 namespace fusedrnn {
 namespace detail {
 
-// Thread slices of hidden units start at multiples of this (a 64-byte line of floats).
-constexpr int64_t kSliceAlign = 16;
 
 template <typename T>
 struct FwdArgs {

@@ -6,7 +6,7 @@
 // q = r * h (reset before); the input projection is computed into the first 3H columns of
 // the same rows, so training needs no other buffer.
 #include "families.h"
-#include "simd.h"
+#include "panel.h"
 
 namespace fusedrnn {
 namespace detail {
@@ -21,39 +21,47 @@ template <typename T>
 void gru_forward(const FwdArgs<T>& a) {
   const RnnDesc& d = a.desc;
   const Plan& p = a.plan;
+  constexpr int L = kLanes<T>;
   const int64_t C = d.input_size, H = d.hidden_size, G = 3 * H, S = 4 * H;
   const bool keep = a.extra != nullptr;
   const T* bi = a.w.b_ih;
   const T* bh = a.w.b_hh;
+  const int64_t panels = unit_blocks<T>(H);
 
-  Buffer<T> scratch(d.batch * G + (keep ? 0 : p.rows * S));
-  T* gh = scratch.get();  // recurrent projection of one step
-  T* rows = keep ? a.extra : gh + d.batch * G;
+  // Packed recurrent weights: reset_after, one product for r z n; reset before, r z first
+  // and n (from r * h) after.
+  const int64_t w_size = panels * H * G * L;
+  Buffer<T> scratch(w_size + (keep ? 0 : p.rows * S));
+  T* w_rz = scratch.get();
+  T* w_n = w_rz + panels * H * 2 * L;
+  T* rows = keep ? a.extra : w_rz + w_size;
 
   gemm<T>(false, true, p.rows, G, C, T(1), a.xp, C, a.w.w_ih, C, T(0), rows, S);
   const int threads = threads_for(p.steps ? p.batch[0] : 0, H, p.steps ? p.batch[0] * G * H : 0);
   parallel_run(threads, [&](int tid, int n, Barrier& barrier) {
-    int64_t u0, u1;  // this thread's hidden units
-    split(H, tid, n, kSliceAlign, &u0, &u1);
+    int64_t b0, b1;  // this thread's panels of L units
+    split(panels, tid, n, 1, &b0, &b1);
+    if (d.reset_after) {
+      pack_gates(a.w.w_hh, H, H, 3, H, b0, b1, w_rz);
+    } else {
+      pack_gates(a.w.w_hh, H, H, 2, H, b0, b1, w_rz);
+      pack_gates(a.w.w_hh + 2 * H * H, H, H, 1, H, b0, b1, w_n);
+    }
     for (int64_t t = 0; t < p.steps; ++t) {
       const int64_t B = p.batch[t], off = p.offset[t];
       const T* h_prev = t == 0 ? a.h0 : a.hp + p.offset[t - 1] * H;
       T* s = rows + off * S;
       T* h_out = a.hp + off * H;
-      const int recurrent_gates = d.reset_after ? 3 : 2;
-      for (int gate = 0; gate < recurrent_gates && u1 > u0; ++gate)
-        gemm<T>(false, true, B, u1 - u0, H, T(1), h_prev, H, a.w.w_hh + (gate * H + u0) * H, H,
-                T(0), gh + gate * H + u0, G);
       if (d.reset_after) {
-        for (int64_t k = 0; k < B; ++k) {
+        panel_product<T, 3>(B, H, h_prev, H, w_rz, b0, b1,
+                            [&](int64_t b, int64_t k, const Vec<T>* acc) {
+          const int64_t j = b * L;
           T* sk = s + k * S;
-          const T* ghk = gh + k * G;
-          for_lanes<T>(u0, u1, [&](int64_t j, auto m) {
-            const Vec<T> r = vsigmoid(load(sk + j, m) + load(bi + j, m) + load(ghk + j, m) +
-                                      load(bh + j, m));
-            const Vec<T> z = vsigmoid(load(sk + H + j, m) + load(bi + H + j, m) +
-                                      load(ghk + H + j, m) + load(bh + H + j, m));
-            const Vec<T> q = load(ghk + 2 * H + j, m) + load(bh + 2 * H + j, m);
+          at_block<T>(j, H, [&](auto m) {
+            const Vec<T> r = vsigmoid(acc[0] + load(sk + j, m) + load(bi + j, m) + load(bh + j, m));
+            const Vec<T> z = vsigmoid(acc[1] + load(sk + H + j, m) + load(bi + H + j, m) +
+                                      load(bh + H + j, m));
+            const Vec<T> q = acc[2] + load(bh + 2 * H + j, m);
             const Vec<T> n = vtanh(load(sk + 2 * H + j, m) + load(bi + 2 * H + j, m) + r * q);
             store(h_out + k * H + j, (T(1) - z) * n + z * load(h_prev + k * H + j, m), m);
             store(sk + j, r, m);
@@ -61,36 +69,34 @@ void gru_forward(const FwdArgs<T>& a) {
             store(sk + 2 * H + j, n, m);
             store(sk + 3 * H + j, q, m);
           });
-        }
+        });
       } else {
-        for (int64_t k = 0; k < B; ++k) {
+        panel_product<T, 2>(B, H, h_prev, H, w_rz, b0, b1,
+                            [&](int64_t b, int64_t k, const Vec<T>* acc) {
+          const int64_t j = b * L;
           T* sk = s + k * S;
-          const T* ghk = gh + k * G;
-          for_lanes<T>(u0, u1, [&](int64_t j, auto m) {
-            const Vec<T> r = vsigmoid(load(sk + j, m) + load(bi + j, m) + load(ghk + j, m) +
-                                      load(bh + j, m));
-            const Vec<T> z = vsigmoid(load(sk + H + j, m) + load(bi + H + j, m) +
-                                      load(ghk + H + j, m) + load(bh + H + j, m));
+          at_block<T>(j, H, [&](auto m) {
+            const Vec<T> r = vsigmoid(acc[0] + load(sk + j, m) + load(bi + j, m) + load(bh + j, m));
+            const Vec<T> z = vsigmoid(acc[1] + load(sk + H + j, m) + load(bi + H + j, m) +
+                                      load(bh + H + j, m));
             store(sk + j, r, m);
             store(sk + H + j, z, m);
             store(sk + 3 * H + j, r * load(h_prev + k * H + j, m), m);
           });
-        }
+        });
         barrier.wait();  // W_hn (r * h) needs every unit of r * h
-        if (u1 > u0)
-          gemm<T>(false, true, B, u1 - u0, H, T(1), s + 3 * H, S, a.w.w_hh + (2 * H + u0) * H, H,
-                  T(0), gh + 2 * H + u0, G);
-        for (int64_t k = 0; k < B; ++k) {
+        panel_product<T, 1>(B, H, s + 3 * H, S, w_n, b0, b1,
+                            [&](int64_t b, int64_t k, const Vec<T>* acc) {
+          const int64_t j = b * L;
           T* sk = s + k * S;
-          const T* ghk = gh + k * G;
-          for_lanes<T>(u0, u1, [&](int64_t j, auto m) {
+          at_block<T>(j, H, [&](auto m) {
             const Vec<T> z = load(sk + H + j, m);
-            const Vec<T> n = vtanh(load(sk + 2 * H + j, m) + load(bi + 2 * H + j, m) +
-                                   load(ghk + 2 * H + j, m) + load(bh + 2 * H + j, m));
+            const Vec<T> n = vtanh(acc[0] + load(sk + 2 * H + j, m) + load(bi + 2 * H + j, m) +
+                                   load(bh + 2 * H + j, m));
             store(h_out + k * H + j, (T(1) - z) * n + z * load(h_prev + k * H + j, m), m);
             store(sk + 2 * H + j, n, m);
           });
-        }
+        });
       }
       barrier.wait();
     }
@@ -101,24 +107,37 @@ template <typename T>
 void gru_backward(const BwdArgs<T>& a) {
   const RnnDesc& d = a.desc;
   const Plan& p = a.plan;
+  constexpr int V = kBackwardPanelVectors;
+  const int64_t W = V * kLanes<T>;
   const int64_t H = d.hidden_size, G = 3 * H, S = 4 * H;
   const T* stored = a.extra;
   T* dgx = a.dgx;
+  const int64_t panels = column_blocks<T>(H, V);
 
   // reset_after: the recurrent pre-activation gradient differs from dgx in the n block
   // (scaled by r), so it gets its own packed buffer. Reset before: they are equal, and one
-  // step needs dL/d(r*h).
-  Buffer<T> scratch(d.reset_after ? p.rows * G : d.batch * H);
-  T* dgh = d.reset_after ? scratch.get() : dgx;
-  T* drh = scratch.get();
+  // step needs dL/d(r*h). Packed weights: W_hh whole (reset_after), or W_hn and W_hr,hz.
+  const int64_t w_size = panels * G * W;
+  Buffer<T> scratch(w_size + (d.reset_after ? p.rows * G : d.batch * H));
+  T* w_all = scratch.get();
+  T* w_n = w_all;
+  T* w_rz = w_all + panels * H * W;
+  T* dgh = d.reset_after ? w_all + w_size : dgx;
+  T* drh = w_all + w_size;
   const Vec<T> zero = {};
 
   const int threads = threads_for(p.steps ? p.batch[0] : 0, H, p.steps ? p.batch[0] * G * H : 0);
   parallel_run(threads, [&](int tid, int n, Barrier& barrier) {
     // Each thread's units are also its columns of dh (P == H): the recurrent product it
     // writes is what its own elementwise pass reads next step.
-    int64_t u0, u1;
-    split(H, tid, n, kSliceAlign, &u0, &u1);
+    int64_t b0, b1, u0, u1;
+    split_panels(panels, W, H, tid, n, &b0, &b1, &u0, &u1);
+    if (d.reset_after) {
+      pack_columns(a.w.w_hh, G, H, V, H, b0, b1, w_all);
+    } else {
+      pack_columns(a.w.w_hh + 2 * H * H, H, H, V, H, b0, b1, w_n);
+      pack_columns(a.w.w_hh, 2 * H, H, V, H, b0, b1, w_rz);
+    }
     for (int64_t t = p.steps - 1; t >= 0; --t) {
       const int64_t B = p.batch[t], off = p.offset[t];
       const T* h_prev = t == 0 ? a.h0 : a.hp + p.offset[t - 1] * H;
@@ -150,12 +169,10 @@ void gru_backward(const BwdArgs<T>& a) {
       }
       barrier.wait();
       if (d.reset_after) {
-        gemm<T>(false, false, B, u1 - u0, G, T(1), dgh + off * G, G, a.w.w_hh + u0, H, T(1),
-                a.dh + u0, H);
+        packed_gemm<T, V>(B, G, H, dgh + off * G, G, w_all, b0, b1, a.dh, H, true);
         continue;
       }
-      gemm<T>(false, false, B, u1 - u0, H, T(1), gx + 2 * H, G, a.w.w_hh + 2 * H * H + u0, H,
-              T(0), drh + u0, H);
+      packed_gemm<T, V>(B, H, H, gx + 2 * H, G, w_n, b0, b1, drh, H, false);
       for (int64_t k = 0; k < B; ++k) {
         const T* sk = s + k * S;
         for_lanes<T>(u0, u1, [&](int64_t j, auto m) {
@@ -165,7 +182,7 @@ void gru_backward(const BwdArgs<T>& a) {
         });
       }
       barrier.wait();  // the r block of dgx, all units
-      gemm<T>(false, false, B, u1 - u0, 2 * H, T(1), gx, G, a.w.w_hh + u0, H, T(1), a.dh + u0, H);
+      packed_gemm<T, V>(B, 2 * H, H, gx, G, w_rz, b0, b1, a.dh, H, true);
     }
   });
 

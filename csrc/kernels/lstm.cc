@@ -132,22 +132,15 @@ void lstm_forward(const FwdArgs<T>& a) {
         const T* cp = c_prev + r * H;
         T* co = a.cp + (off + r) * H;
         T* ho = h_out + r * ld_h;
-        if (j + L <= H) {
-          cell_forward<T>(acc, g, H, j, Full{}, bias, cp, co, ho, clip, keep);
-        } else {
-          cell_forward<T>(acc, g, H, j, H - j, bias, cp, co, ho, clip, keep);
-        }
+        at_block<T>(j, H, [&](auto m) {
+          cell_forward<T>(acc, g, H, j, m, bias, cp, co, ho, clip, keep);
+        });
       });
       if (proj) {
         barrier.wait();  // the projection reads every unit of h
         panel_product<T, 1>(B, H, h_out, H, w_hr, q0, q1,
                             [&](int64_t b, int64_t r, const Vec<T>* acc) {
-          T* out = a.hp + (off + r) * P + b * L;
-          if (b * L + L <= P) {
-            store(out, acc[0], Full{});
-          } else {
-            store(out, acc[0], P - b * L);
-          }
+          at_block<T>(b * L, P, [&](auto m) { store(a.hp + (off + r) * P + b * L, acc[0], m); });
         });
       }
       barrier.wait();
@@ -166,18 +159,28 @@ void lstm_backward(const BwdArgs<T>& a) {
   const T* act = a.extra;
   const T* hraw = proj ? a.extra + TN * G : nullptr;
 
+  // Packed weights for dh = dG @ W_hh (and dh' = dr @ W_hr), in panels of W columns.
+  constexpr int V = kBackwardPanelVectors;
+  const int64_t W = V * kLanes<T>;
+  const int64_t col_panels = column_blocks<T>(P, V), unit_panels = column_blocks<T>(H, V);
+  const int64_t w_hh_size = col_panels * G * W, w_hr_size = proj ? unit_panels * P * W : 0;
   // With projection: dr packed over all steps (for dW_hr) and dh' for one step.
-  Buffer<T> scratch(proj ? p.rows * P + d.batch * H : 0);
-  T* dr = scratch.get();
+  Buffer<T> scratch(w_hh_size + w_hr_size + (proj ? p.rows * P + d.batch * H : 0));
+  T* w_hh = scratch.get();
+  T* w_hr = w_hh + w_hh_size;
+  T* dr = w_hr + w_hr_size;
   T* dh_raw = proj ? dr + p.rows * P : nullptr;
 
   const int threads = threads_for(p.steps ? p.batch[0] : 0, H, p.steps ? p.batch[0] * G * P : 0);
   parallel_run(threads, [&](int tid, int n, Barrier& barrier) {
-    // Without projection P == H, so each thread's units are also its columns of dh: the
-    // recurrent product it writes is what its own elementwise pass reads next step.
-    int64_t u0, u1, q0, q1;
-    split(H, tid, n, kSliceAlign, &u0, &u1);
-    split(P, tid, n, kSliceAlign, &q0, &q1);
+    // Each thread owns panels of columns of dh ([q0, q1)) and of units ([u0, u1)). Without
+    // projection the two are the same (P == H): the product a thread writes into dh is what
+    // its own elementwise pass reads next step, so that needs no barrier.
+    int64_t qb0, qb1, q0, q1, ub0, ub1, u0, u1;
+    split_panels(col_panels, W, P, tid, n, &qb0, &qb1, &q0, &q1);
+    split_panels(unit_panels, W, H, tid, n, &ub0, &ub1, &u0, &u1);
+    pack_columns(a.w.w_hh, G, P, V, P, qb0, qb1, w_hh);
+    if (proj) pack_columns(a.w.w_hr, P, H, V, H, ub0, ub1, w_hr);
     for (int64_t t = p.steps - 1; t >= 0; --t) {
       const int64_t B = p.batch[t], off = p.offset[t];
       // Gradient w.r.t. this step's output state: recurrent part (in a.dh) + upstream dy.
@@ -188,16 +191,14 @@ void lstm_backward(const BwdArgs<T>& a) {
       const T* dh = a.dh;
       if (proj) {
         barrier.wait();
-        gemm<T>(false, false, B, u1 - u0, P, T(1), dstate, P, a.w.w_hr + u0, H, T(0),
-                dh_raw + u0, H);
+        packed_gemm<T, V>(B, P, H, dstate, P, w_hr, ub0, ub1, dh_raw, H, false);
         dh = dh_raw;
       }
       const T* c_prev = t == 0 ? a.c0 : a.cp + p.offset[t - 1] * H;
       backward_rows(B, H, u0, u1, act + off * G, a.cp + off * H, c_prev, dh, a.dc,
                     a.dgx + off * G, clip);
       barrier.wait();
-      gemm<T>(false, false, B, q1 - q0, G, T(1), a.dgx + off * G, G, a.w.w_hh + q0, P, T(0),
-              a.dh + q0, P);
+      packed_gemm<T, V>(B, G, P, a.dgx + off * G, G, w_hh, qb0, qb1, a.dh, P, false);
     }
   });
 

@@ -15,6 +15,7 @@
 #include <cstdint>
 
 #include "common.h"
+#include "parallel.h"
 #include "simd.h"
 
 namespace fusedrnn {
@@ -79,6 +80,29 @@ template <typename T>
 constexpr int64_t column_blocks(int64_t columns, int V) {
   return (columns + V * kLanes<T> - 1) / (V * kLanes<T>);
 }
+
+// Calls body(m) with m = Full{} if a whole vector starting at j fits below end, else with the
+// count that does.
+template <typename T, typename Body>
+inline void at_block(int64_t j, int64_t end, Body&& body) {
+  if (j + kLanes<T> <= end) {
+    body(Full{});
+  } else {
+    body(end - j);
+  }
+}
+
+// Panels [*b0, *b1) of `panels` for thread tid of n, and the columns [*c0, *c1) they cover
+// (panels of `width` columns, `columns` in all).
+inline void split_panels(int64_t panels, int64_t width, int64_t columns, int tid, int n,
+                         int64_t* b0, int64_t* b1, int64_t* c0, int64_t* c1) {
+  split(panels, tid, n, 1, b0, b1);
+  *c0 = std::min(*b0 * width, columns);
+  *c1 = std::min(*b1 * width, columns);
+}
+
+// The column panels used for the backward products dh = dG @ W.
+constexpr int kBackwardPanelVectors = 2;
 
 // acc[r][v] = sum_k a[r, k] * panel[k][v] for R rows of a; then epi(r, acc[r]) per row.
 template <typename T, int V, int R, typename Epilogue>

@@ -2,7 +2,7 @@
 // The pre-activations are accumulated in the output rows themselves and activated in place;
 // backward recovers act' from h' alone, so nothing else is stored.
 #include "families.h"
-#include "simd.h"
+#include "panel.h"
 
 namespace fusedrnn {
 namespace detail {
@@ -14,27 +14,33 @@ template <typename T>
 void rnn_forward(const FwdArgs<T>& a) {
   const RnnDesc& d = a.desc;
   const Plan& p = a.plan;
+  constexpr int L = kLanes<T>;
   const int64_t C = d.input_size, H = d.hidden_size;
   const bool relu = d.mode == Mode::kRnnRelu;
+  const int64_t panels = unit_blocks<T>(H);
 
-  Buffer<T> bias(H);
+  Buffer<T> scratch(H + panels * H * L);
+  T* bias = scratch.get();
+  T* w_hh = bias + H;
   for (int64_t j = 0; j < H; ++j) bias[j] = a.w.b_ih[j] + a.w.b_hh[j];
   gemm<T>(false, true, p.rows, H, C, T(1), a.xp, C, a.w.w_ih, C, T(0), a.hp, H);
   const int threads = threads_for(p.steps ? p.batch[0] : 0, H, p.steps ? p.batch[0] * H * H : 0);
   parallel_run(threads, [&](int tid, int n, Barrier& barrier) {
-    int64_t u0, u1;
-    split(H, tid, n, kSliceAlign, &u0, &u1);
+    int64_t b0, b1;
+    split(panels, tid, n, 1, &b0, &b1);
+    pack_gates(a.w.w_hh, H, H, 1, H, b0, b1, w_hh);
     for (int64_t t = 0; t < p.steps; ++t) {
       const int64_t B = p.batch[t], off = p.offset[t];
       const T* h_prev = t == 0 ? a.h0 : a.hp + p.offset[t - 1] * H;
       T* h = a.hp + off * H;
-      gemm<T>(false, true, B, u1 - u0, H, T(1), h_prev, H, a.w.w_hh + u0 * H, H, T(1), h + u0, H);
-      for (int64_t k = 0; k < B; ++k) {
-        for_lanes<T>(u0, u1, [&](int64_t j, auto m) {
-          const Vec<T> pre = load(h + k * H + j, m) + load(bias.get() + j, m);
+      panel_product<T, 1>(B, H, h_prev, H, w_hh, b0, b1,
+                          [&](int64_t b, int64_t k, const Vec<T>* acc) {
+        const int64_t j = b * L;
+        at_block<T>(j, H, [&](auto m) {
+          const Vec<T> pre = acc[0] + load(h + k * H + j, m) + load(bias + j, m);
           store(h + k * H + j, relu ? (pre > T(0) ? pre : Vec<T>{}) : vtanh(pre), m);
         });
-      }
+      });
       barrier.wait();
     }
   });
@@ -44,15 +50,20 @@ template <typename T>
 void rnn_backward(const BwdArgs<T>& a) {
   const RnnDesc& d = a.desc;
   const Plan& p = a.plan;
+  constexpr int V = kBackwardPanelVectors;
+  const int64_t W = V * kLanes<T>;
   const int64_t H = d.hidden_size;
   const bool relu = d.mode == Mode::kRnnRelu;
+  const int64_t panels = column_blocks<T>(H, V);
 
+  Buffer<T> w_hh(panels * H * W);
   const int threads = threads_for(p.steps ? p.batch[0] : 0, H, p.steps ? p.batch[0] * H * H : 0);
   parallel_run(threads, [&](int tid, int n, Barrier& barrier) {
     // Each thread's units are also its columns of dh: what its product writes is what its
     // own elementwise pass reads next step.
-    int64_t u0, u1;
-    split(H, tid, n, kSliceAlign, &u0, &u1);
+    int64_t b0, b1, u0, u1;
+    split_panels(panels, W, H, tid, n, &b0, &b1, &u0, &u1);
+    pack_columns(a.w.w_hh, H, H, V, H, b0, b1, w_hh.get());
     for (int64_t t = p.steps - 1; t >= 0; --t) {
       const int64_t B = p.batch[t], off = p.offset[t];
       for (int64_t k = 0; k < B; ++k) {
@@ -65,8 +76,7 @@ void rnn_backward(const BwdArgs<T>& a) {
         });
       }
       barrier.wait();
-      gemm<T>(false, false, B, u1 - u0, H, T(1), a.dgx + off * H, H, a.w.w_hh + u0, H, T(0),
-              a.dh + u0, H);
+      packed_gemm<T, V>(B, H, H, a.dgx + off * H, H, w_hh.get(), b0, b1, a.dh, H, false);
     }
   });
   if (a.dw_hh) gemm<T>(true, false, H, H, p.rows, T(1), a.dgx, H, a.hprev, H, T(0), a.dw_hh, H);
