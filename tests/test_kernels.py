@@ -1,5 +1,6 @@
 """fusedrnn.kernels (the C++ kernels) against the NumPy reference, PyTorch and finite
 differences, plus the variable-length semantics and the argument checks."""
+import concurrent.futures
 import os
 import pathlib
 import subprocess
@@ -279,6 +280,27 @@ def test_portable_build_matches_reference():
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
                          text=True, timeout=300)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-3000:]
+
+
+def test_concurrent_calls_match_serial(two_threads):
+    """Calls from several Python threads at once (the GIL is released inside the kernels, and
+    only one call at a time gets the thread pool) give exactly the serial results."""
+    problems = [make_problem(mode, 6, 40, 9, 70, dtype=np.float32, lengths="random", seed=s)
+                for s, mode in enumerate(["lstm", "gru", "rnn_tanh", "lstm"])]
+    modes = ["lstm", "gru", "rnn_tanh", "lstm"]
+
+    def run(i):
+        up = {k: None if v is None else v.astype(np.float32)
+              for k, v in make_upstream(modes[i], problems[i]).items()}
+        return [run_kernels(modes[i], problems[i], up) for _ in range(5)]
+
+    serial = [run(i) for i in range(4)]
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        parallel = list(pool.map(run, range(4)))
+    for ser, par in zip(serial, parallel):
+        for (f1, g1), (f2, g2) in zip(ser, par):
+            assert_results_close(f2, f1, rtol=0, atol=0)
+            assert_results_close(g2, g1, rtol=0, atol=0)
 
 
 def test_reserve_size():
