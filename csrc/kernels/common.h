@@ -33,9 +33,15 @@ struct Plan {
 };
 
 // Row-major C[M, N] = alpha * op(A) op(B) + beta * C.
+// Runs on the calling thread (OpenBLAS is kept single-threaded).
 template <typename T>
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T* a,
           int64_t lda, const T* b, int64_t ldb, T beta, T* c, int64_t ldc);
+// The same, split across fusedrnn's threads by rows or columns of C when it is large: for the
+// products over all steps (input projections, weight and input gradients).
+template <typename T>
+void big_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T* a,
+              int64_t lda, const T* b, int64_t ldb, T beta, T* c, int64_t ldc);
 
 // Gathers [T, N, W] rows into the packed layout (src null: zeros).
 template <typename T>

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "families.h"
+#include "parallel.h"
 
 namespace fusedrnn {
 
@@ -148,6 +149,25 @@ void Arena::release(Mark m) {
 }
 
 template <typename T>
+void big_gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, T alpha, const T* a,
+              int64_t lda, const T* b, int64_t ldb, T beta, T* c, int64_t ldc) {
+  // Below ~1M multiply-adds (tens of microseconds) waking the pool costs more than it saves.
+  const int threads = m * n * k < (int64_t{1} << 20) ? 1 : loop_threads();
+  parallel_run(threads, [&](int tid, int nt, Barrier&) {
+    int64_t lo, hi;
+    if (m >= n) {
+      split(m, tid, nt, 16, &lo, &hi);
+      gemm<T>(ta, tb, hi - lo, n, k, alpha, ta ? a + lo : a + lo * lda, lda, b, ldb, beta,
+              c + lo * ldc, ldc);
+    } else {
+      split(n, tid, nt, 16, &lo, &hi);
+      gemm<T>(ta, tb, m, hi - lo, k, alpha, a, lda, tb ? b + lo * ldb : b + lo, ldb, beta, c + lo,
+              ldc);
+    }
+  });
+}
+
+template <typename T>
 void gather_rows(const Plan& p, const T* src, int64_t w, T* dst) {
   for (int64_t t = 0; t < p.steps; ++t)
     for (int64_t k = 0; k < p.batch[t]; ++k) {
@@ -210,6 +230,8 @@ void column_sums(const T* g, int64_t rows, int64_t ld, int64_t width, T* out) {
 }
 
 #define FUSEDRNN_INSTANTIATE(T)                                                          \
+  template void big_gemm<T>(bool, bool, int64_t, int64_t, int64_t, T, const T*, int64_t,   \
+                            const T*, int64_t, T, T*, int64_t);                            \
   template void gather_rows<T>(const Plan&, const T*, int64_t, T*);                      \
   template void scatter_rows<T>(const Plan&, const T*, int64_t, T*);                     \
   template void gather_state<T>(const Plan&, const T*, int64_t, T*);                     \
@@ -364,11 +386,11 @@ void backward(const RnnDesc& d, const int32_t* lengths, const T* x, const Weight
 
   if (g.dx != nullptr) {
     T* dxp = pack ? take(plan.rows * C) : g.dx;
-    detail::gemm<T>(false, false, plan.rows, C, GH, T(1), dgx, GH, w.w_ih, C, T(0), dxp, C);
+    detail::big_gemm<T>(false, false, plan.rows, C, GH, T(1), dgx, GH, w.w_ih, C, T(0), dxp, C);
     if (pack) detail::scatter_rows(plan, dxp, C, g.dx);
   }
   if (g.dw_ih != nullptr)
-    detail::gemm<T>(true, false, GH, C, plan.rows, T(1), dgx, GH, xp, C, T(0), g.dw_ih, C);
+    detail::big_gemm<T>(true, false, GH, C, plan.rows, T(1), dgx, GH, xp, C, T(0), g.dw_ih, C);
   if (g.db_ih != nullptr) detail::column_sums(dgx, plan.rows, GH, GH, g.db_ih);
   if (g.dh0 != nullptr) detail::scatter_state(plan, dh, P, g.dh0);
   if (lstm && g.dc0 != nullptr) detail::scatter_state(plan, dc, H, g.dc0);

@@ -36,7 +36,7 @@ void gru_forward(const FwdArgs<T>& a) {
   T* w_n = w_rz + panels * H * 2 * L;
   T* rows = keep ? a.extra : w_rz + w_size;
 
-  gemm<T>(false, true, p.rows, G, C, T(1), a.xp, C, a.w.w_ih, C, T(0), rows, S);
+  big_gemm<T>(false, true, p.rows, G, C, T(1), a.xp, C, a.w.w_ih, C, T(0), rows, S);
   const int threads = threads_for(p.steps ? p.batch[0] : 0, H, p.steps ? p.batch[0] * G * H : 0);
   parallel_run(threads, [&](int tid, int n, Barrier& barrier) {
     int64_t b0, b1;  // this thread's panels of L units
@@ -188,10 +188,10 @@ void gru_backward(const BwdArgs<T>& a) {
 
   if (a.dw_hh) {
     if (d.reset_after) {
-      gemm<T>(true, false, G, H, p.rows, T(1), dgh, G, a.hprev, H, T(0), a.dw_hh, H);
+      big_gemm<T>(true, false, G, H, p.rows, T(1), dgh, G, a.hprev, H, T(0), a.dw_hh, H);
     } else {
-      gemm<T>(true, false, 2 * H, H, p.rows, T(1), dgx, G, a.hprev, H, T(0), a.dw_hh, H);
-      gemm<T>(true, false, H, H, p.rows, T(1), dgx + 2 * H, G, stored + 3 * H, S, T(0),
+      big_gemm<T>(true, false, 2 * H, H, p.rows, T(1), dgx, G, a.hprev, H, T(0), a.dw_hh, H);
+      big_gemm<T>(true, false, H, H, p.rows, T(1), dgx + 2 * H, G, stored + 3 * H, S, T(0),
               a.dw_hh + 2 * H * H, H);
     }
   }

@@ -109,7 +109,7 @@ void lstm_forward(const FwdArgs<T>& a) {
   T* w_hr = w_hh + w_hh_size;
   for (int64_t j = 0; j < G; ++j) bias[j] = a.w.b_ih[j] + a.w.b_hh[j];
 
-  gemm<T>(false, true, p.rows, G, C, T(1), a.xp, C, a.w.w_ih, C, T(0), gates, G);
+  big_gemm<T>(false, true, p.rows, G, C, T(1), a.xp, C, a.w.w_ih, C, T(0), gates, G);
   const int threads = threads_for(p.steps ? p.batch[0] : 0, H, p.steps ? p.batch[0] * G * P : 0);
   parallel_run(threads, [&](int tid, int n, Barrier& barrier) {
     // Each thread packs and then uses only its own panels: units [u0, u1) and projection
@@ -202,9 +202,9 @@ void lstm_backward(const BwdArgs<T>& a) {
     }
   });
 
-  if (a.dw_hh) gemm<T>(true, false, G, P, p.rows, T(1), a.dgx, G, a.hprev, P, T(0), a.dw_hh, P);
+  if (a.dw_hh) big_gemm<T>(true, false, G, P, p.rows, T(1), a.dgx, G, a.hprev, P, T(0), a.dw_hh, P);
   if (a.db_hh) column_sums(a.dgx, p.rows, G, G, a.db_hh);
-  if (proj && a.dw_hr) gemm<T>(true, false, P, H, p.rows, T(1), dr, P, hraw, H, T(0), a.dw_hr, H);
+  if (proj && a.dw_hr) big_gemm<T>(true, false, P, H, p.rows, T(1), dr, P, hraw, H, T(0), a.dw_hr, H);
 }
 
 template void lstm_forward<float>(const FwdArgs<float>&);

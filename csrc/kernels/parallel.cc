@@ -3,7 +3,10 @@
 #include <cblas.h>
 #include <pthread.h>
 
+#include <sched.h>
+
 #include <algorithm>
+#include <cstdlib>
 #include <condition_variable>
 #include <mutex>
 #include <thread>
@@ -39,16 +42,11 @@ class Pool {
       remaining_ = n - 1;
       ++generation_;
     }
-    // OpenBLAS has no per-thread setting in this build, so its global count drops to 1 while
-    // the pool runs (only the pool's owner changes it) and comes back afterwards.
-    const int blas_threads = scipy_openblas_get_num_threads();
-    scipy_openblas_set_num_threads(1);
     wake_.notify_all();
     body(0, n, barrier);
     std::unique_lock<std::mutex> lock(mutex_);
     done_.wait(lock, [this] { return remaining_ == 0; });
     body_ = nullptr;
-    scipy_openblas_set_num_threads(blas_threads);
     return true;
   }
 
@@ -93,7 +91,19 @@ class Pool {
   int64_t generation_ = 0;
 };
 
-std::atomic<int> g_threads{0};  // 0: not set, follow OpenBLAS
+// Threads fusedrnn uses: OMP_NUM_THREADS if set (MXNet's and PyTorch's convention), else
+// the cores this process may run on.
+int default_threads() {
+  if (const char* env = std::getenv("OMP_NUM_THREADS")) {
+    const int n = std::atoi(env);
+    if (n > 0) return n;
+  }
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof set, &set) == 0) return std::max(1, CPU_COUNT(&set));
+  return std::max(1u, std::thread::hardware_concurrency());
+}
+
+std::atomic<int> g_threads{0};  // 0: not set yet
 std::atomic<Pool*> g_pool{nullptr};
 
 Pool& pool() {
@@ -116,11 +126,13 @@ void Barrier::wait() {
     phase_.store(phase + 1, std::memory_order_release);
     return;
   }
+  // A step's phases take microseconds, so spin; past ~50 us the thread we wait for is most
+  // likely descheduled (more runnable threads than cores), so give it the core.
   for (int spins = 0; phase_.load(std::memory_order_acquire) == phase; ++spins) {
-    if (spins < 1 << 16) {
+    if (spins < 2048) {
       cpu_relax();
     } else {
-      std::this_thread::yield();  // oversubscribed: let the thread we wait for run
+      std::this_thread::yield();
     }
   }
 }
@@ -140,17 +152,24 @@ int threads_for(int64_t batch, int64_t width, int64_t macs_per_step) {
 }
 
 int loop_threads() {
-  const int n = g_threads.load(std::memory_order_relaxed);
-  return n > 0 ? n : scipy_openblas_get_num_threads();
+  static const bool ready = [] {
+    // Every GEMM runs on the calling thread; fusedrnn's own pool splits the large ones. Idle
+    // OpenBLAS workers would spin for ~0.1 s after each threaded GEMM, on the cores the pool
+    // needs next.
+    scipy_openblas_set_num_threads(1);
+    int expected = 0;
+    g_threads.compare_exchange_strong(expected, default_threads());
+    return true;
+  }();
+  (void)ready;
+  return g_threads.load(std::memory_order_relaxed);
 }
 
 }  // namespace detail
 
 void set_num_threads(int n) {
-  // OpenBLAS's own default: what it chose at load time from the environment.
-  static const int initial = scipy_openblas_get_num_threads();
-  detail::g_threads.store(n > 0 ? n : 0, std::memory_order_relaxed);
-  scipy_openblas_set_num_threads(n > 0 ? n : initial);
+  detail::loop_threads();
+  detail::g_threads.store(n > 0 ? n : detail::default_threads(), std::memory_order_relaxed);
 }
 
 int get_num_threads() { return detail::loop_threads(); }

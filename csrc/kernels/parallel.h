@@ -22,8 +22,7 @@ class Barrier {
 };
 
 // Runs body(tid, n, barrier) on n threads (the caller is tid 0) and returns when all are
-// done; barrier is shared by exactly those n. Meanwhile OpenBLAS runs single-threaded, so
-// each thread's GEMM on its own slice stays on that thread. While another call holds the pool (calls from
+// done; barrier is shared by exactly those n. While another call holds the pool (calls from
 // several Python or engine threads at once), this one runs on the caller alone (n = 1).
 using ParallelBody = std::function<void(int tid, int n, Barrier& barrier)>;
 void parallel_run(int n, const ParallelBody& body);
@@ -32,7 +31,8 @@ void parallel_run(int n, const ParallelBody& body);
 // work (multiply-adds of its recurrent product over `width` units) is too small to share.
 int threads_for(int64_t batch, int64_t width, int64_t macs_per_step);
 
-// Threads the time loop may use: fusedrnn's thread setting (set_num_threads).
+// Threads fusedrnn may use (set_num_threads; default OMP_NUM_THREADS, else the usable cores).
+// OpenBLAS itself is kept single-threaded: large products are split across the pool.
 int loop_threads();
 
 // The slice [begin, end) of [0, total) for thread tid of n, in multiples of `align` so that

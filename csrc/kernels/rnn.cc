@@ -23,7 +23,7 @@ void rnn_forward(const FwdArgs<T>& a) {
   T* bias = scratch.get();
   T* w_hh = bias + H;
   for (int64_t j = 0; j < H; ++j) bias[j] = a.w.b_ih[j] + a.w.b_hh[j];
-  gemm<T>(false, true, p.rows, H, C, T(1), a.xp, C, a.w.w_ih, C, T(0), a.hp, H);
+  big_gemm<T>(false, true, p.rows, H, C, T(1), a.xp, C, a.w.w_ih, C, T(0), a.hp, H);
   const int threads = threads_for(p.steps ? p.batch[0] : 0, H, p.steps ? p.batch[0] * H * H : 0);
   parallel_run(threads, [&](int tid, int n, Barrier& barrier) {
     int64_t b0, b1;
@@ -79,7 +79,7 @@ void rnn_backward(const BwdArgs<T>& a) {
       packed_gemm<T, V>(B, H, H, a.dgx + off * H, H, w_hh.get(), b0, b1, a.dh, H, false);
     }
   });
-  if (a.dw_hh) gemm<T>(true, false, H, H, p.rows, T(1), a.dgx, H, a.hprev, H, T(0), a.dw_hh, H);
+  if (a.dw_hh) big_gemm<T>(true, false, H, H, p.rows, T(1), a.dgx, H, a.hprev, H, T(0), a.dw_hh, H);
   if (a.db_hh) column_sums(a.dgx, p.rows, H, H, a.db_hh);
 }
 

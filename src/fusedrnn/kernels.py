@@ -106,12 +106,14 @@ def reserve_size(mode, steps, batch, input_size, hidden_size, proj_size=0):
 
 
 def set_num_threads(n):
-    """Threads for the kernels' matrix products (OpenBLAS pool); n <= 0 restores the default."""
+    """Threads the kernels use (fusedrnn's own pool; its OpenBLAS stays single-threaded and
+    large products are split across the pool). n <= 0 restores the default: OMP_NUM_THREADS
+    if set, else the cores this process may run on."""
     _C.set_num_threads(int(n))
 
 
 def get_num_threads():
-    """Threads the kernels' matrix products use."""
+    """Threads the kernels use."""
     return _C.get_num_threads()
 
 
