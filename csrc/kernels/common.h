@@ -43,9 +43,9 @@ template <typename T>
 void big_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T* a,
               int64_t lda, const T* b, int64_t ldb, T beta, T* c, int64_t ldc);
 
-// Gathers [T, N, W] rows into the packed layout (src null: zeros).
+// Gathers [T, N, W] rows into the packed layout, rows ld apart in dst.
 template <typename T>
-void gather_rows(const Plan& plan, const T* src, int64_t width, T* dst);
+void gather_rows(const Plan& plan, const T* src, int64_t width, T* dst, int64_t ld);
 // Scatters packed rows into [T, N, W], zeroing positions past each sample's length.
 template <typename T>
 void scatter_rows(const Plan& plan, const T* src, int64_t width, T* dst);
@@ -58,10 +58,11 @@ void scatter_state(const Plan& plan, const T* src, int64_t width, T* dst);
 template <typename T>
 void gather_final(const Plan& plan, const T* packed, const T* init_sorted, int64_t width,
                   T* dst);
-// prev[offset[t] + k] = (t == 0 ? init_sorted : packed step t-1)[k] for k < batch[t].
+// prev[offset[t] + k] = (t == 0 ? init_sorted : packed step t-1)[k] for k < batch[t]; rows
+// of prev are ld apart.
 template <typename T>
 void shift_prev(const Plan& plan, const T* packed, const T* init_sorted, int64_t width,
-                T* prev);
+                T* prev, int64_t ld);
 // out[j] = sum over packed rows of g[r, col0 + j], j < width.
 template <typename T>
 void column_sums(const T* g, int64_t rows, int64_t ld, int64_t width, T* out);

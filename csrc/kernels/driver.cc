@@ -168,10 +168,10 @@ void big_gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, T alpha, const 
 }
 
 template <typename T>
-void gather_rows(const Plan& p, const T* src, int64_t w, T* dst) {
+void gather_rows(const Plan& p, const T* src, int64_t w, T* dst, int64_t ld) {
   for (int64_t t = 0; t < p.steps; ++t)
     for (int64_t k = 0; k < p.batch[t]; ++k) {
-      T* out = dst + (p.offset[t] + k) * w;
+      T* out = dst + (p.offset[t] + k) * ld;
       const T* in = src + (p.time_index(k, t) * p.N + p.order[k]) * w;
       std::copy(in, in + w, out);
     }
@@ -213,10 +213,11 @@ void gather_final(const Plan& p, const T* packed, const T* init, int64_t w, T* d
 }
 
 template <typename T>
-void shift_prev(const Plan& p, const T* packed, const T* init, int64_t w, T* prev) {
+void shift_prev(const Plan& p, const T* packed, const T* init, int64_t w, T* prev, int64_t ld) {
   for (int64_t t = 0; t < p.steps; ++t) {
     const T* from = t == 0 ? init : packed + p.offset[t - 1] * w;
-    std::copy(from, from + p.batch[t] * w, prev + p.offset[t] * w);
+    for (int64_t k = 0; k < p.batch[t]; ++k)
+      std::copy(from + k * w, from + (k + 1) * w, prev + (p.offset[t] + k) * ld);
   }
 }
 
@@ -232,12 +233,12 @@ void column_sums(const T* g, int64_t rows, int64_t ld, int64_t width, T* out) {
 #define FUSEDRNN_INSTANTIATE(T)                                                          \
   template void big_gemm<T>(bool, bool, int64_t, int64_t, int64_t, T, const T*, int64_t,   \
                             const T*, int64_t, T, T*, int64_t);                            \
-  template void gather_rows<T>(const Plan&, const T*, int64_t, T*);                      \
+  template void gather_rows<T>(const Plan&, const T*, int64_t, T*, int64_t);             \
   template void scatter_rows<T>(const Plan&, const T*, int64_t, T*);                     \
   template void gather_state<T>(const Plan&, const T*, int64_t, T*);                     \
   template void scatter_state<T>(const Plan&, const T*, int64_t, T*);                    \
   template void gather_final<T>(const Plan&, const T*, const T*, int64_t, T*);           \
-  template void shift_prev<T>(const Plan&, const T*, const T*, int64_t, T*);             \
+  template void shift_prev<T>(const Plan&, const T*, const T*, int64_t, T*, int64_t);    \
   template void column_sums<T>(const T*, int64_t, int64_t, int64_t, T*);
 FUSEDRNN_INSTANTIATE(float)
 FUSEDRNN_INSTANTIATE(double)
@@ -302,7 +303,7 @@ void forward(const RnnDesc& d, const int32_t* lengths, const T* x, const Weights
   const T* xp = x;
   if (!plan.identity) {
     T* packed = take(plan.rows * C);
-    detail::gather_rows(plan, x, C, packed);
+    detail::gather_rows(plan, x, C, packed, C);
     xp = packed;
   }
   T* h0s = take(d.batch * P);
@@ -348,40 +349,60 @@ void backward(const RnnDesc& d, const int32_t* lengths, const T* x, const Weight
   const T* cp = reserve + TN * P;
   const T* extra = cp + (lstm ? TN * H : 0);
 
+  // LSTM and RNN share one gate gradient for both weights, so dW_ih and dW_hh come from one
+  // product with the inputs and the previous states side by side: [x | h_prev] rows.
+  const bool merged = d.mode != Mode::kGru && g.dw_ih != nullptr && g.dw_hh != nullptr;
+  const int64_t XH = C + P;
   const bool pack = !plan.identity;
-  const size_t ws_size = (pack ? plan.rows * C : 0) + (pack && dy ? plan.rows * P : 0) +
-                         d.batch * (2 * P + 2 * H) + plan.rows * P + plan.rows * GH +
-                         (pack && g.dx ? plan.rows * C : 0);
+  const size_t ws_size = (merged ? plan.rows * XH + GH * XH : (pack ? plan.rows * C : 0) +
+                                                                  plan.rows * P) +
+                         (pack && dy ? plan.rows * P : 0) + d.batch * (2 * P + 2 * H) +
+                         plan.rows * GH + (pack && g.dx ? plan.rows * C : 0);
   detail::Buffer<T> ws(ws_size);
   T* cur = ws.get();
   auto take = [&cur](size_t n) { T* p = cur; cur += n; return p; };
-  const T* xp = x;
-  const T* dyp = dy;
-  if (pack) {
-    T* packed = take(plan.rows * C);
-    detail::gather_rows(plan, x, C, packed);
-    xp = packed;
-    if (dy != nullptr) {
-      T* dpacked = take(plan.rows * P);
-      detail::gather_rows(plan, dy, P, dpacked);
-      dyp = dpacked;
-    }
-  }
   T* h0s = take(d.batch * P);
   detail::gather_state(plan, h0, P, h0s);
+  const T* xp = x;
+  int64_t ld_x = C;
+  T* hprev;
+  int64_t ld_h = P;
+  if (merged) {
+    T* xh = take(plan.rows * XH);
+    if (pack) {
+      detail::gather_rows(plan, x, C, xh, XH);
+    } else {
+      for (int64_t r = 0; r < plan.rows; ++r) std::copy(x + r * C, x + (r + 1) * C, xh + r * XH);
+    }
+    xp = xh;
+    ld_x = ld_h = XH;
+    hprev = xh + C;
+  } else {
+    if (pack) {
+      T* packed = take(plan.rows * C);
+      detail::gather_rows(plan, x, C, packed, C);
+      xp = packed;
+    }
+    hprev = take(plan.rows * P);
+  }
+  detail::shift_prev(plan, hp, h0s, P, hprev, ld_h);
+  const T* dyp = dy;
+  if (pack && dy != nullptr) {
+    T* dpacked = take(plan.rows * P);
+    detail::gather_rows(plan, dy, P, dpacked, P);
+    dyp = dpacked;
+  }
   T* c0s = take(d.batch * H);
   if (lstm) detail::gather_state(plan, c0, H, c0s);
   T* dh = take(d.batch * P);
   detail::gather_state(plan, dhy, P, dh);
   T* dc = take(d.batch * H);
   if (lstm) detail::gather_state(plan, dcy, H, dc);
-  T* hprev = take(plan.rows * P);
-  detail::shift_prev(plan, hp, h0s, P, hprev);
   T* dgx = take(plan.rows * GH);
 
-  const detail::BwdArgs<T> args{d,     plan,  xp,      w,        h0s,   c0s,      hp,
-                                hprev, cp,    extra,   dyp,      dh,    dc,       dgx,
-                                g.dw_hh, g.db_hh, g.dw_hr};
+  const detail::BwdArgs<T> args{d,     plan,  xp,     w,      h0s,   c0s,      hp,
+                                hprev, cp,    extra,  dyp,    dh,    dc,       dgx,
+                                merged ? nullptr : g.dw_hh, g.db_hh, g.dw_hr};
   detail::run_backward(args);
 
   if (g.dx != nullptr) {
@@ -389,8 +410,16 @@ void backward(const RnnDesc& d, const int32_t* lengths, const T* x, const Weight
     detail::big_gemm<T>(false, false, plan.rows, C, GH, T(1), dgx, GH, w.w_ih, C, T(0), dxp, C);
     if (pack) detail::scatter_rows(plan, dxp, C, g.dx);
   }
-  if (g.dw_ih != nullptr)
-    detail::big_gemm<T>(true, false, GH, C, plan.rows, T(1), dgx, GH, xp, C, T(0), g.dw_ih, C);
+  if (merged) {
+    T* dw = take(GH * XH);
+    detail::big_gemm<T>(true, false, GH, XH, plan.rows, T(1), dgx, GH, xp, XH, T(0), dw, XH);
+    for (int64_t r = 0; r < GH; ++r) {
+      std::copy(dw + r * XH, dw + r * XH + C, g.dw_ih + r * C);
+      std::copy(dw + r * XH + C, dw + (r + 1) * XH, g.dw_hh + r * P);
+    }
+  } else if (g.dw_ih != nullptr) {
+    detail::big_gemm<T>(true, false, GH, C, plan.rows, T(1), dgx, GH, xp, ld_x, T(0), g.dw_ih, C);
+  }
   if (g.db_ih != nullptr) detail::column_sums(dgx, plan.rows, GH, GH, g.db_ih);
   if (g.dh0 != nullptr) detail::scatter_state(plan, dh, P, g.dh0);
   if (lstm && g.dc0 != nullptr) detail::scatter_state(plan, dc, H, g.dc0);

@@ -103,11 +103,10 @@ void gru_forward(const FwdArgs<T>& a) {
   });
 }
 
-template <typename T>
-void gru_backward(const BwdArgs<T>& a) {
+template <typename T, int V>
+void gru_backward_panels(const BwdArgs<T>& a) {
   const RnnDesc& d = a.desc;
   const Plan& p = a.plan;
-  constexpr int V = kBackwardPanelVectors;
   const int64_t W = V * kLanes<T>;
   const int64_t H = d.hidden_size, G = 3 * H, S = 4 * H;
   const T* stored = a.extra;
@@ -196,6 +195,13 @@ void gru_backward(const BwdArgs<T>& a) {
     }
   }
   if (a.db_hh) column_sums(dgh, p.rows, G, G, a.db_hh);
+}
+
+template <typename T>
+void gru_backward(const BwdArgs<T>& a) {
+  with_panel_width<T>(a.desc.hidden_size, loop_threads(), [&](auto v) {
+    gru_backward_panels<T, decltype(v)::value>(a);
+  });
 }
 
 template void gru_forward<float>(const FwdArgs<float>&);

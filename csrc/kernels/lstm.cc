@@ -148,8 +148,8 @@ void lstm_forward(const FwdArgs<T>& a) {
   });
 }
 
-template <typename T>
-void lstm_backward(const BwdArgs<T>& a) {
+template <typename T, int V>
+void lstm_backward_panels(const BwdArgs<T>& a) {
   const RnnDesc& d = a.desc;
   const Plan& p = a.plan;
   const int64_t H = d.hidden_size, P = d.out_size(), G = 4 * H;
@@ -160,7 +160,6 @@ void lstm_backward(const BwdArgs<T>& a) {
   const T* hraw = proj ? a.extra + TN * G : nullptr;
 
   // Packed weights for dh = dG @ W_hh (and dh' = dr @ W_hr), in panels of W columns.
-  constexpr int V = kBackwardPanelVectors;
   const int64_t W = V * kLanes<T>;
   const int64_t col_panels = column_blocks<T>(P, V), unit_panels = column_blocks<T>(H, V);
   const int64_t w_hh_size = col_panels * G * W, w_hr_size = proj ? unit_panels * P * W : 0;
@@ -205,6 +204,13 @@ void lstm_backward(const BwdArgs<T>& a) {
   if (a.dw_hh) big_gemm<T>(true, false, G, P, p.rows, T(1), a.dgx, G, a.hprev, P, T(0), a.dw_hh, P);
   if (a.db_hh) column_sums(a.dgx, p.rows, G, G, a.db_hh);
   if (proj && a.dw_hr) big_gemm<T>(true, false, P, H, p.rows, T(1), dr, P, hraw, H, T(0), a.dw_hr, H);
+}
+
+template <typename T>
+void lstm_backward(const BwdArgs<T>& a) {
+  with_panel_width<T>(a.desc.out_size(), loop_threads(), [&](auto v) {
+    lstm_backward_panels<T, decltype(v)::value>(a);
+  });
 }
 
 template void lstm_forward<float>(const FwdArgs<float>&);

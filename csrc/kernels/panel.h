@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 #include "common.h"
 #include "parallel.h"
@@ -101,8 +102,19 @@ inline void split_panels(int64_t panels, int64_t width, int64_t columns, int tid
   *c1 = std::min(*b1 * width, columns);
 }
 
-// The column panels used for the backward products dh = dG @ W.
-constexpr int kBackwardPanelVectors = 2;
+// Calls f(std::integral_constant<int, V>{}) with the widest column panel (V = 4, 2 or 1
+// vectors) that still gives each of `threads` threads a panel of `columns`: wider panels
+// reuse each broadcast row value more, narrower ones split small products more evenly.
+template <typename T, typename F>
+void with_panel_width(int64_t columns, int threads, F&& f) {
+  if (column_blocks<T>(columns, 4) >= threads) {
+    f(std::integral_constant<int, 4>{});
+  } else if (column_blocks<T>(columns, 2) >= threads) {
+    f(std::integral_constant<int, 2>{});
+  } else {
+    f(std::integral_constant<int, 1>{});
+  }
+}
 
 // acc[r][v] = sum_k a[r, k] * panel[k][v] for R rows of a; then epi(r, acc[r]) per row.
 template <typename T, int V, int R, typename Epilogue>

@@ -46,11 +46,10 @@ void rnn_forward(const FwdArgs<T>& a) {
   });
 }
 
-template <typename T>
-void rnn_backward(const BwdArgs<T>& a) {
+template <typename T, int V>
+void rnn_backward_panels(const BwdArgs<T>& a) {
   const RnnDesc& d = a.desc;
   const Plan& p = a.plan;
-  constexpr int V = kBackwardPanelVectors;
   const int64_t W = V * kLanes<T>;
   const int64_t H = d.hidden_size;
   const bool relu = d.mode == Mode::kRnnRelu;
@@ -81,6 +80,13 @@ void rnn_backward(const BwdArgs<T>& a) {
   });
   if (a.dw_hh) big_gemm<T>(true, false, H, H, p.rows, T(1), a.dgx, H, a.hprev, H, T(0), a.dw_hh, H);
   if (a.db_hh) column_sums(a.dgx, p.rows, H, H, a.db_hh);
+}
+
+template <typename T>
+void rnn_backward(const BwdArgs<T>& a) {
+  with_panel_width<T>(a.desc.hidden_size, loop_threads(), [&](auto v) {
+    rnn_backward_panels<T, decltype(v)::value>(a);
+  });
 }
 
 template void rnn_forward<float>(const FwdArgs<float>&);
