@@ -349,10 +349,10 @@ void backward(const RnnDesc& d, const int32_t* lengths, const T* x, const Weight
   const T* cp = reserve + TN * P;
   const T* extra = cp + (lstm ? TN * H : 0);
 
-  // LSTM and RNN share one gate gradient for both weights, so dW_ih and dW_hh come from one
-  // product with the inputs and the previous states side by side: [x | h_prev] rows.
+  // LSTM and RNN share one gate gradient for both weights, so dW_ih, dW_hh and the bias
+  // gradient come from one product of it with rows [x | h_prev | 1].
   const bool merged = d.mode != Mode::kGru && g.dw_ih != nullptr && g.dw_hh != nullptr;
-  const int64_t XH = C + P;
+  const int64_t XH = C + P + 1;
   const bool pack = !plan.identity;
   const size_t ws_size = (merged ? plan.rows * XH + GH * XH : (pack ? plan.rows * C : 0) +
                                                                   plan.rows * P) +
@@ -374,6 +374,7 @@ void backward(const RnnDesc& d, const int32_t* lengths, const T* x, const Weight
     } else {
       for (int64_t r = 0; r < plan.rows; ++r) std::copy(x + r * C, x + (r + 1) * C, xh + r * XH);
     }
+    for (int64_t r = 0; r < plan.rows; ++r) xh[r * XH + C + P] = T(1);
     xp = xh;
     ld_x = ld_h = XH;
     hprev = xh + C;
@@ -402,7 +403,8 @@ void backward(const RnnDesc& d, const int32_t* lengths, const T* x, const Weight
 
   const detail::BwdArgs<T> args{d,     plan,  xp,     w,      h0s,   c0s,      hp,
                                 hprev, cp,    extra,  dyp,    dh,    dc,       dgx,
-                                merged ? nullptr : g.dw_hh, g.db_hh, g.dw_hr};
+                                merged ? nullptr : g.dw_hh, merged ? nullptr : g.db_hh,
+                                g.dw_hr};
   detail::run_backward(args);
 
   if (g.dx != nullptr) {
@@ -415,12 +417,16 @@ void backward(const RnnDesc& d, const int32_t* lengths, const T* x, const Weight
     detail::big_gemm<T>(true, false, GH, XH, plan.rows, T(1), dgx, GH, xp, XH, T(0), dw, XH);
     for (int64_t r = 0; r < GH; ++r) {
       std::copy(dw + r * XH, dw + r * XH + C, g.dw_ih + r * C);
-      std::copy(dw + r * XH + C, dw + (r + 1) * XH, g.dw_hh + r * P);
+      std::copy(dw + r * XH + C, dw + r * XH + C + P, g.dw_hh + r * P);
+      if (g.db_ih != nullptr) g.db_ih[r] = dw[r * XH + C + P];
+      if (g.db_hh != nullptr) g.db_hh[r] = dw[r * XH + C + P];
     }
-  } else if (g.dw_ih != nullptr) {
-    detail::big_gemm<T>(true, false, GH, C, plan.rows, T(1), dgx, GH, xp, ld_x, T(0), g.dw_ih, C);
+  } else {
+    if (g.dw_ih != nullptr)
+      detail::big_gemm<T>(true, false, GH, C, plan.rows, T(1), dgx, GH, xp, ld_x, T(0), g.dw_ih,
+                          C);
+    if (g.db_ih != nullptr) detail::column_sums(dgx, plan.rows, GH, GH, g.db_ih);
   }
-  if (g.db_ih != nullptr) detail::column_sums(dgx, plan.rows, GH, GH, g.db_ih);
   if (g.dh0 != nullptr) detail::scatter_state(plan, dh, P, g.dh0);
   if (lstm && g.dc0 != nullptr) detail::scatter_state(plan, dc, H, g.dc0);
 }

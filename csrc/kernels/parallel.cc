@@ -153,15 +153,15 @@ int threads_for(int64_t batch, int64_t width, int64_t macs_per_step) {
 
 int loop_threads() {
   static const bool ready = [] {
-    // Every GEMM runs on the calling thread; fusedrnn's own pool splits the large ones. Idle
-    // OpenBLAS workers would spin for ~0.1 s after each threaded GEMM, on the cores the pool
-    // needs next.
-    scipy_openblas_set_num_threads(1);
     int expected = 0;
     g_threads.compare_exchange_strong(expected, default_threads());
     return true;
   }();
   (void)ready;
+  // Every GEMM runs on the calling thread; fusedrnn's own pool splits the large ones. Idle
+  // OpenBLAS workers would spin for ~0.1 s after each threaded GEMM, on the cores the pool
+  // needs next. Checked on every call: anything (threadpoolctl, say) may have raised it.
+  if (scipy_openblas_get_num_threads() != 1) scipy_openblas_set_num_threads(1);
   return g_threads.load(std::memory_order_relaxed);
 }
 
