@@ -409,7 +409,11 @@ void backward(const RnnDesc& d, const int32_t* lengths, const T* x, const Weight
 
   if (g.dx != nullptr) {
     T* dxp = pack ? take(plan.rows * C) : g.dx;
-    detail::big_gemm<T>(false, false, plan.rows, C, GH, T(1), dgx, GH, w.w_ih, C, T(0), dxp, C);
+    if (detail::use_avx512()) {
+      detail::avx512::input_gradient(plan.rows, GH, C, dgx, w.w_ih, dxp);
+    } else {
+      detail::base::input_gradient(plan.rows, GH, C, dgx, w.w_ih, dxp);
+    }
     if (pack) detail::scatter_rows(plan, dxp, C, g.dx);
   }
   if (merged) {

@@ -56,6 +56,10 @@ struct BwdArgs {
   template <typename T> void lstm_backward(const BwdArgs<T>& a);           \
   template <typename T> void gru_backward(const BwdArgs<T>& a);            \
   template <typename T> void rnn_backward(const BwdArgs<T>& a);            \
+  /* dx [rows, C] = dg [rows, GH] @ w_ih [GH, C] */                        \
+  template <typename T>                                                    \
+  void input_gradient(int64_t rows, int64_t GH, int64_t C, const T* dg,    \
+                      const T* w_ih, T* dx);                               \
   }
 FUSEDRNN_DECLARE_FAMILIES(base)
 FUSEDRNN_DECLARE_FAMILIES(avx512)
