@@ -3,6 +3,10 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <algorithm>
+#include <cstdlib>
+#include <map>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -48,6 +52,74 @@ py::array_t<T> expect(const py::handle& obj, const char* name, std::vector<int64
     throw py::value_error(std::string(name) + " has shape " + shape_str(shape_of(arr)) +
                           "; expected " + shape_str(shape));
   return py::array_t<T, py::array::c_style>::ensure(arr);
+}
+
+// Output arrays reuse blocks that earlier outputs released. A fresh large allocation costs a
+// page fault (and the kernel's zeroing) per 4 KiB page on first touch, which for the reserve
+// and the gradients is a sizeable part of a small layer's time. Blocks are reused for requests
+// of the same size class; at most kCacheLimit bytes stay cached.
+class BlockCache {
+ public:
+  static BlockCache& instance() {
+    static BlockCache* cache = new BlockCache();  // outlives every array (never destroyed)
+    return *cache;
+  }
+
+  // Returns the block and records its size class just before it.
+  void* take(size_t bytes) {
+    const size_t cls = size_class(bytes);
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      auto it = free_.find(cls);
+      if (it != free_.end()) {
+        void* block = it->second;
+        free_.erase(it);
+        cached_ -= cls;
+        return block;
+      }
+    }
+    char* raw = static_cast<char*>(std::aligned_alloc(kHeader, kHeader + cls));
+    if (raw == nullptr) throw std::bad_alloc();
+    *reinterpret_cast<size_t*>(raw) = cls;
+    return raw + kHeader;
+  }
+
+  void give(void* block) {
+    char* raw = static_cast<char*>(block) - kHeader;
+    const size_t cls = *reinterpret_cast<size_t*>(raw);
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (cached_ + cls <= kCacheLimit) {
+        free_.emplace(cls, block);
+        cached_ += cls;
+        return;
+      }
+    }
+    std::free(raw);
+  }
+
+ private:
+  static constexpr size_t kHeader = 64;
+  static constexpr size_t kCacheLimit = size_t{256} << 20;
+  // Sizes round up to 1/8 steps of the power of two below them (at most 12.5% unused).
+  static size_t size_class(size_t bytes) {
+    size_t top = 64;
+    while (top * 2 <= bytes) top *= 2;
+    const size_t step = std::max<size_t>(top / 8, 64);
+    return (bytes + step - 1) / step * step;
+  }
+  std::mutex mutex_;
+  std::multimap<size_t, void*> free_;
+  size_t cached_ = 0;
+};
+
+template <typename T>
+py::array_t<T> new_array(std::vector<py::ssize_t> shape) {
+  size_t count = 1;
+  for (py::ssize_t n : shape) count *= static_cast<size_t>(n);
+  void* block = BlockCache::instance().take(std::max<size_t>(count, 1) * sizeof(T));
+  py::capsule owner(block, [](void* p) { BlockCache::instance().give(p); });
+  return py::array_t<T>(shape, static_cast<T*>(block), owner);
 }
 
 template <typename T>
@@ -138,10 +210,10 @@ py::tuple forward_impl(const std::string& mode, const py::array& x_in, const py:
   if (d.proj_size > 0) w_hr = expect<T>(w_hr_in, "w_hr", {P, H});
   fusedrnn::validate(d, data_or_null(c.lengths));
 
-  py::array_t<T> y({T_, N, P}), hy({N, P});
+  py::array_t<T> y = new_array<T>({T_, N, P}), hy = new_array<T>({N, P});
   std::optional<py::array_t<T>> cy, reserve;
-  if (lstm) cy = py::array_t<T>({N, H});
-  if (training) reserve = py::array_t<T>(static_cast<py::ssize_t>(fusedrnn::reserve_size(d)));
+  if (lstm) cy = new_array<T>({N, H});
+  if (training) reserve = new_array<T>({static_cast<py::ssize_t>(fusedrnn::reserve_size(d))});
   fusedrnn::Weights<T> w{w_ih.data(), w_hh.data(), b_ih.data(), b_hh.data(),
                          data_or_null(w_hr)};
   T* y_ptr = y.mutable_data();
@@ -198,11 +270,12 @@ py::tuple backward_impl(const std::string& mode, const py::array& x_in, const py
   }
   fusedrnn::validate(d, data_or_null(c.lengths));
 
-  py::array_t<T> dx({T_, N, C}), dw_ih({GH, C}), dw_hh({GH, P}), db_ih(GH), db_hh(GH),
-      dh0({N, P});
+  py::array_t<T> dx = new_array<T>({T_, N, C}), dw_ih = new_array<T>({GH, C}),
+                 dw_hh = new_array<T>({GH, P}), db_ih = new_array<T>({GH}),
+                 db_hh = new_array<T>({GH}), dh0 = new_array<T>({N, P});
   std::optional<py::array_t<T>> dc0, dw_hr;
-  if (lstm) dc0 = py::array_t<T>({N, H});
-  if (d.proj_size > 0) dw_hr = py::array_t<T>({P, H});
+  if (lstm) dc0 = new_array<T>({N, H});
+  if (d.proj_size > 0) dw_hr = new_array<T>({P, H});
   fusedrnn::Grads<T> g;
   g.dx = dx.mutable_data();
   g.dw_ih = dw_ih.mutable_data();
