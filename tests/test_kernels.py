@@ -97,14 +97,17 @@ def two_threads():
 
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("variant", list(VARIANTS))
-def test_threaded_time_loop_matches_reference(variant, reverse, two_threads):
+@pytest.mark.parametrize("size", [(5, 40, 9, 70), (3, 20, 300, 150)],
+                         ids=["small-weights", "large-weights"])
+def test_threaded_time_loop_matches_reference(variant, reverse, size, two_threads):
     """Sizes large enough that each step is split across two threads (H not a multiple of
-    the 16-unit slices, so one slice has a ragged end)."""
-    T, N, C, H = 5, 40, 9, 70
+    the 16-unit slices, so one slice has a ragged end); with small weights the LSTM folds the
+    input product into each step, with large ones it keeps one input product for all steps."""
+    T, N, C, H = size
     lengths = boundary_lengths(T, N, seed=11)
     mode, problem, options = setup(variant, T, N, C, H, np.float64, lengths, seed=12)
     if "proj" in VARIANTS[variant][1]:
-        problem = make_problem(mode, T, N, C, H, proj=37, lengths=lengths, seed=12)
+        problem = make_problem(mode, T, N, C, H, proj=H // 2 + 2, lengths=lengths, seed=12)
         if "clip_min" in options:
             options.update(zip(("clip_min", "clip_max"), choose_clip_bounds(problem)))
     options["reverse"] = reverse

@@ -31,25 +31,28 @@ struct Clip {
   }
 };
 
-// The cell update for units [j, j + m) of one row, from the recurrent product acc (i f g o)
-// and the row g of the input projection (pre-activations without bias); with keep, g gets
-// the activations back for backward.
+// The cell update for units [j, j + m) of one row, from the product acc (i f g o), plus the
+// row gx of the input projection (pre-activations without bias) unless acc includes it. With
+// act, the activations go there for backward.
 template <typename T, typename M>
-inline void cell_forward(const Vec<T>* acc, T* g, int64_t H, int64_t j, M m, const T* bias,
-                         const T* c_prev, T* c_out, T* h_out, const Clip<T>& clip, bool keep) {
-  const Vec<T> i = vsigmoid(acc[0] + load(g + j, m) + load(bias + j, m));
-  const Vec<T> f = vsigmoid(acc[1] + load(g + H + j, m) + load(bias + H + j, m));
-  const Vec<T> c_hat = vtanh(acc[2] + load(g + 2 * H + j, m) + load(bias + 2 * H + j, m));
-  const Vec<T> o = vsigmoid(acc[3] + load(g + 3 * H + j, m) + load(bias + 3 * H + j, m));
+inline void cell_forward(const Vec<T>* acc, const T* gx, T* act, int64_t H, int64_t j, M m,
+                         const T* bias, const T* c_prev, T* c_out, T* h_out,
+                         const Clip<T>& clip) {
+  const auto pre = [&](int gate) {
+    const Vec<T> v = acc[gate] + load(bias + gate * H + j, m);
+    return gx ? v + load(gx + gate * H + j, m) : v;
+  };
+  const Vec<T> i = vsigmoid(pre(0)), f = vsigmoid(pre(1));
+  const Vec<T> c_hat = vtanh(pre(2)), o = vsigmoid(pre(3));
   Vec<T> c = f * load(c_prev + j, m) + i * c_hat;
   if (clip.on) c = clip.apply(c);
   store(c_out + j, c, m);
   store(h_out + j, o * vtanh(c), m);
-  if (keep) {
-    store(g + j, i, m);
-    store(g + H + j, f, m);
-    store(g + 2 * H + j, c_hat, m);
-    store(g + 3 * H + j, o, m);
+  if (act) {
+    store(act + j, i, m);
+    store(act + H + j, f, m);
+    store(act + 2 * H + j, c_hat, m);
+    store(act + 3 * H + j, o, m);
   }
 }
 
@@ -98,26 +101,36 @@ void lstm_forward(const FwdArgs<T>& a) {
   const bool proj = d.proj_size > 0, keep = a.extra != nullptr;
   const Clip<T> clip(d);
   const int64_t unit_panels = unit_blocks<T>(H), proj_panels = unit_blocks<T>(P);
+  const int threads = threads_for(p.steps ? p.batch[0] : 0, H, p.steps ? p.batch[0] * G * P : 0);
+  // Small weights: the input product joins the recurrent one, [x_t | h] @ [W_ih | W_hh]^T per
+  // step, so the input pre-activations never go through memory and the packed weights stay
+  // in cache across steps. Larger ones keep a single input product over all steps.
+  const bool fuse_input =
+      unit_panels * L * G * (C + P) * static_cast<int64_t>(sizeof(T)) <= kFuseBytes * threads;
+  const int64_t K = fuse_input ? C + P : P;
 
-  const int64_t gates_ws = keep ? 0 : p.rows * G, hraw_ws = proj && !keep ? d.batch * H : 0;
-  const int64_t w_hh_size = unit_panels * P * G * L, w_hr_size = proj ? proj_panels * H * L : 0;
-  Buffer<T> scratch(G + gates_ws + hraw_ws + w_hh_size + w_hr_size);
+  const bool need_gates = keep || !fuse_input;
+  const int64_t gates_ws = keep || !need_gates ? 0 : p.rows * G;
+  const int64_t hraw_ws = proj && !keep ? d.batch * H : 0;
+  const int64_t w_size = unit_panels * K * G * L, w_hr_size = proj ? proj_panels * H * L : 0;
+  Buffer<T> scratch(G + gates_ws + hraw_ws + w_size + w_hr_size);
   T* bias = scratch.get();
-  T* gates = keep ? a.extra : bias + G;
+  T* gates = keep ? a.extra : need_gates ? bias + G : nullptr;
   T* hraw = proj ? (keep ? a.extra + TN * G : bias + G + gates_ws) : nullptr;
-  T* w_hh = bias + G + gates_ws + hraw_ws;  // packed panels
-  T* w_hr = w_hh + w_hh_size;
+  T* w = bias + G + gates_ws + hraw_ws;  // packed panels
+  T* w_hr = w + w_size;
   for (int64_t j = 0; j < G; ++j) bias[j] = a.w.b_ih[j] + a.w.b_hh[j];
 
-  big_gemm<T>(false, true, p.rows, G, C, T(1), a.xp, C, a.w.w_ih, C, T(0), gates, G);
-  const int threads = threads_for(p.steps ? p.batch[0] : 0, H, p.steps ? p.batch[0] * G * P : 0);
+  if (!fuse_input)
+    big_gemm<T>(false, true, p.rows, G, C, T(1), a.xp, C, a.w.w_ih, C, T(0), gates, G);
   parallel_run(threads, [&](int tid, int n, Barrier& barrier) {
     // Each thread packs and then uses only its own panels: units [u0, u1) and projection
     // columns [q0, q1), in blocks of L.
     int64_t u0, u1, q0, q1;
     split(unit_panels, tid, n, 1, &u0, &u1);
     split(proj_panels, tid, n, 1, &q0, &q1);
-    pack_gates(a.w.w_hh, H, P, 4, P, u0, u1, w_hh);
+    if (fuse_input) pack_gates(a.w.w_ih, H, C, 4, C, u0, u1, w, 0, K);
+    pack_gates(a.w.w_hh, H, P, 4, P, u0, u1, w, K - P, K);
     if (proj) pack_gates(a.w.w_hr, P, H, 1, H, q0, q1, w_hr);
     for (int64_t t = 0; t < p.steps; ++t) {
       const int64_t B = p.batch[t], off = p.offset[t];
@@ -125,15 +138,17 @@ void lstm_forward(const FwdArgs<T>& a) {
       const T* c_prev = t == 0 ? a.c0 : a.cp + p.offset[t - 1] * H;
       T* h_out = proj ? (keep ? hraw + off * H : hraw) : a.hp + off * P;
       const int64_t ld_h = proj ? H : P;
-      panel_product<T, 4>(B, P, h_prev, P, w_hh, u0, u1,
-                          [&](int64_t b, int64_t r, const Vec<T>* acc) {
+      const Rows<T> rows = fuse_input ? Rows<T>{a.xp + off * C, C, C, h_prev, P, P}
+                                      : Rows<T>{h_prev, P, P};
+      panel_product<T, 4>(B, rows, w, u0, u1, [&](int64_t b, int64_t r, const Vec<T>* acc) {
         const int64_t j = b * L;
-        T* g = gates + (off + r) * G;
+        T* g = gates ? gates + (off + r) * G : nullptr;
         const T* cp = c_prev + r * H;
         T* co = a.cp + (off + r) * H;
         T* ho = h_out + r * ld_h;
         at_block<T>(j, H, [&](auto m) {
-          cell_forward<T>(acc, g, H, j, m, bias, cp, co, ho, clip, keep);
+          cell_forward<T>(acc, fuse_input ? nullptr : g, keep ? g : nullptr, H, j, m, bias, cp,
+                          co, ho, clip);
         });
       });
       if (proj) {

@@ -29,6 +29,9 @@ constexpr int kVectorRegisters = 32;
 constexpr int kVectorRegisters = 16;
 #endif
 
+// Weights up to this many bytes per thread are taken as staying in cache across steps.
+constexpr int64_t kFuseBytes = int64_t{512} << 10;
+
 // Rows per register tile for V accumulators per row: R * V accumulators, V weight vectors
 // and one broadcast must fit in the vector registers.
 template <int V>
@@ -38,15 +41,16 @@ constexpr int tile_rows() {
 
 // Packs the gate product of weights w [G * units, K] (row-major; rows g * units + j) into
 // panels of kLanes units: panel b holds units [b * L, b * L + L) of every gate, zero-padded
-// past `units`; unit_blocks(units) * K * G * L elements in all. The product of a row a [K]
-// with panel b gives, for v = g, the pre-activations of gate g for those units.
-// Only panels [b0, b1) are written (each thread packs the panels it will use).
+// past `units`; unit_blocks(units) * K_total * G * L elements in all. Only panels [b0, b1)
+// are written (each thread packs the panels it will use), at reduction rows
+// [k_at, k_at + K) of K_total: two weight matrices can share panels (x and h products).
 template <typename T>
 void pack_gates(const T* w, int64_t units, int64_t K, int G, int64_t ldw, int64_t b0,
-                int64_t b1, T* panels) {
+                int64_t b1, T* panels, int64_t k_at = 0, int64_t k_total = -1) {
   constexpr int L = kLanes<T>;
+  if (k_total < 0) k_total = K;
   for (int64_t b = b0; b < b1; ++b) {
-    T* out = panels + b * K * G * L;
+    T* out = panels + (b * k_total + k_at) * G * L;
     for (int64_t k = 0; k < K; ++k)
       for (int g = 0; g < G; ++g)
         for (int l = 0; l < L; ++l) {
@@ -116,59 +120,80 @@ void with_panel_width(int64_t columns, int threads, F&& f) {
   }
 }
 
+// The left operand of a panel product: rows lda apart, K columns; optionally followed by a
+// second block of K2 columns (rows lda2 apart) that meets panel rows [K, K + K2), so
+// [x | h] @ [W_ih | W_hh]^T runs as one product without copying x and h side by side.
+template <typename T>
+struct Rows {
+  const T* a;
+  int64_t lda, K;
+  const T* a2 = nullptr;
+  int64_t lda2 = 0, K2 = 0;
+  Rows offset(int64_t r) const { return {a + r * lda, lda, K, a2 ? a2 + r * lda2 : a2, lda2, K2}; }
+};
+
 // acc[r][v] = sum_k a[r, k] * panel[k][v] for R rows of a; then epi(r, acc[r]) per row.
 template <typename T, int V, int R, typename Epilogue>
-inline void tile(int64_t K, const T* a, int64_t lda, const T* panel, Epilogue&& epi) {
+inline void tile(const Rows<T>& a, const T* panel, Epilogue&& epi) {
   constexpr int L = kLanes<T>;
   Vec<T> acc[R][V];
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 4
     for (int v = 0; v < V; ++v) acc[r][v] = Vec<T>{};
-  for (int64_t k = 0; k < K; ++k) {
-    Vec<T> w[V];
+  const auto run = [&](const T* x, int64_t lda, int64_t K, const T* w) {
+    for (int64_t k = 0; k < K; ++k) {
+      Vec<T> wv[V];
 #pragma GCC unroll 4
-    for (int v = 0; v < V; ++v) w[v] = load(panel + (k * V + v) * L, Full{});
+      for (int v = 0; v < V; ++v) wv[v] = load(w + (k * V + v) * L, Full{});
 #pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) {
-      const Vec<T> x = splat(a[r * lda + k]);
+      for (int r = 0; r < R; ++r) {
+        const Vec<T> xv = splat(x[r * lda + k]);
 #pragma GCC unroll 4
-      for (int v = 0; v < V; ++v) acc[r][v] += x * w[v];
+        for (int v = 0; v < V; ++v) acc[r][v] += xv * wv[v];
+      }
     }
-  }
+  };
+  run(a.a, a.lda, a.K, panel);
+  if (a.K2 > 0) run(a.a2, a.lda2, a.K2, panel + a.K * V * L);
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r) epi(r, acc[r]);
 }
 
 template <typename T, int V, int R, typename Epilogue>
-inline void tail_tile(int64_t rows, int64_t K, const T* a, int64_t lda, const T* panel,
-                      Epilogue&& epi) {
+inline void tail_tile(int64_t rows, const Rows<T>& a, const T* panel, Epilogue&& epi) {
   if constexpr (R > 0) {
     if (rows == R) {
-      tile<T, V, R>(K, a, lda, panel, epi);
+      tile<T, V, R>(a, panel, epi);
     } else {
-      tail_tile<T, V, R - 1>(rows, K, a, lda, panel, epi);
+      tail_tile<T, V, R - 1>(rows, a, panel, epi);
     }
   }
 }
 
-// For each panel b in [b0, b1) and each row r < rows of a [rows, K]:
-// epi(b, r, acc) with acc the V vectors of row r times panel b.
+// For each panel b in [b0, b1) and each row r < rows of a: epi(b, r, acc) with acc the V
+// vectors of row r times panel b.
 template <typename T, int V, typename Epilogue>
-void panel_product(int64_t rows, int64_t K, const T* a, int64_t lda, const T* panels,
-                   int64_t b0, int64_t b1, Epilogue&& epi) {
+void panel_product(int64_t rows, const Rows<T>& a, const T* panels, int64_t b0, int64_t b1,
+                   Epilogue&& epi) {
   constexpr int R = tile_rows<V>();
-  const int64_t panel_size = K * V * kLanes<T>;
+  const int64_t panel_size = (a.K + a.K2) * V * kLanes<T>;
   for (int64_t b = b0; b < b1; ++b) {
     const T* panel = panels + b * panel_size;
     int64_t r0 = 0;
     for (; r0 + R <= rows; r0 += R)
-      tile<T, V, R>(K, a + r0 * lda, lda, panel,
-                    [&](int r, const Vec<T>* acc) { epi(b, r0 + r, acc); });
+      tile<T, V, R>(a.offset(r0), panel, [&](int r, const Vec<T>* acc) { epi(b, r0 + r, acc); });
     if (r0 < rows)
-      tail_tile<T, V, R - 1>(rows - r0, K, a + r0 * lda, lda, panel,
+      tail_tile<T, V, R - 1>(rows - r0, a.offset(r0), panel,
                              [&](int r, const Vec<T>* acc) { epi(b, r0 + r, acc); });
   }
+}
+
+// Single-block form: a [rows, K], rows lda apart.
+template <typename T, int V, typename Epilogue>
+void panel_product(int64_t rows, int64_t K, const T* a, int64_t lda, const T* panels,
+                   int64_t b0, int64_t b1, Epilogue&& epi) {
+  panel_product<T, V>(rows, Rows<T>{a, lda, K}, panels, b0, b1, epi);
 }
 
 // c[rows, N] (=, or += with accumulate) a[rows, K] @ w, w packed by pack_columns with V,
