@@ -401,9 +401,9 @@ void backward(const RnnDesc& d, const int32_t* lengths, const T* x, const Weight
   if (lstm) detail::gather_state(plan, dcy, H, dc);
   T* dgx = take(plan.rows * GH);
 
-  const detail::BwdArgs<T> args{d,     plan,  xp,     w,      h0s,   c0s,      hp,
-                                hprev, cp,    extra,  dyp,    dh,    dc,       dgx,
-                                merged ? nullptr : g.dw_hh, merged ? nullptr : g.db_hh,
+  const detail::BwdArgs<T> args{d,     plan,  w,     h0s,    c0s,   hp,
+                                hprev, cp,    extra, dyp,    dh,    dc,
+                                dgx,   merged ? nullptr : g.dw_hh,  merged ? nullptr : g.db_hh,
                                 g.dw_hr};
   detail::run_backward(args);
 

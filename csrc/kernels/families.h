@@ -27,19 +27,18 @@ template <typename T>
 struct BwdArgs {
   const RnnDesc& desc;
   const Plan& plan;
-  const T* xp;      // [rows, C] packed input
   Weights<T> w;
   const T* h0;      // [N, P] sorted
   const T* c0;      // [N, H] sorted (LSTM)
   const T* hp;      // [rows, P] packed outputs from forward
-  const T* hprev;   // [rows, P] packed previous outputs (shift_prev of hp)
+  const T* hprev;   // [rows, P] packed previous outputs (shift_prev of hp), for dw_hh
   const T* cp;      // [rows, H] packed cell states from forward (LSTM)
   const T* extra;   // what the family stored in forward
   const T* dyp;     // [rows, P] packed upstream gradient, or null
   T* dh;            // [N, P] sorted: dhy on entry, dh0 on exit
   T* dc;            // [N, H] sorted: dcy on entry, dc0 on exit (LSTM)
   T* dgx;           // [rows, G*H] gradient w.r.t. the input projection, written by the family
-  T* dw_hh;         // may be null; dw_hh (and db_hh) are the family's
+  T* dw_hh;         // null: not wanted, or formed by the driver (LSTM and RNN, with dw_ih)
   T* db_hh;
   T* dw_hr;         // LSTM projection, may be null
 };
