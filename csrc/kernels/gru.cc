@@ -37,6 +37,12 @@ void gru_forward(const FwdArgs<T>& a) {
   T* rows = keep ? a.extra : w_rz + w_size;
 
   big_gemm<T>(false, true, p.rows, G, C, T(1), a.xp, C, a.w.w_ih, C, T(0), rows, S);
+  // r or z (gate g) of units [j, j + m): the recurrent product, the input projection stored
+  // in the row sk, and both biases.
+  const auto sigmoid_gate = [&](const Vec<T>& acc, const T* sk, int g, int64_t j, auto m) {
+    return vsigmoid(acc + load(sk + g * H + j, m) + load(bi + g * H + j, m) +
+                    load(bh + g * H + j, m));
+  };
   const int threads = threads_for(p.steps ? p.batch[0] : 0, H, p.steps ? p.batch[0] * G * H : 0);
   parallel_run(threads, [&](int tid, int n, Barrier& barrier) {
     int64_t b0, b1;  // this thread's panels of L units
@@ -58,9 +64,8 @@ void gru_forward(const FwdArgs<T>& a) {
           const int64_t j = b * L;
           T* sk = s + k * S;
           at_block<T>(j, H, [&](auto m) {
-            const Vec<T> r = vsigmoid(acc[0] + load(sk + j, m) + load(bi + j, m) + load(bh + j, m));
-            const Vec<T> z = vsigmoid(acc[1] + load(sk + H + j, m) + load(bi + H + j, m) +
-                                      load(bh + H + j, m));
+            const Vec<T> r = sigmoid_gate(acc[0], sk, 0, j, m);
+            const Vec<T> z = sigmoid_gate(acc[1], sk, 1, j, m);
             const Vec<T> q = acc[2] + load(bh + 2 * H + j, m);
             const Vec<T> n = vtanh(load(sk + 2 * H + j, m) + load(bi + 2 * H + j, m) + r * q);
             store(h_out + k * H + j, (T(1) - z) * n + z * load(h_prev + k * H + j, m), m);
@@ -76,9 +81,8 @@ void gru_forward(const FwdArgs<T>& a) {
           const int64_t j = b * L;
           T* sk = s + k * S;
           at_block<T>(j, H, [&](auto m) {
-            const Vec<T> r = vsigmoid(acc[0] + load(sk + j, m) + load(bi + j, m) + load(bh + j, m));
-            const Vec<T> z = vsigmoid(acc[1] + load(sk + H + j, m) + load(bi + H + j, m) +
-                                      load(bh + H + j, m));
+            const Vec<T> r = sigmoid_gate(acc[0], sk, 0, j, m);
+            const Vec<T> z = sigmoid_gate(acc[1], sk, 1, j, m);
             store(sk + j, r, m);
             store(sk + H + j, z, m);
             store(sk + 3 * H + j, r * load(h_prev + k * H + j, m), m);
