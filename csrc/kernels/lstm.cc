@@ -123,25 +123,36 @@ void lstm_forward(const FwdArgs<T>& a) {
 
   if (!fuse_input)
     big_gemm<T>(false, true, p.rows, G, C, T(1), a.xp, C, a.w.w_ih, C, T(0), gates, G);
+  const bool by_rows = split_by_rows(p, threads, (w_size + w_hr_size) * sizeof(T));
   parallel_run(threads, [&](int tid, int n, Barrier& barrier) {
-    // Each thread packs and then uses only its own panels: units [u0, u1) and projection
-    // columns [q0, q1), in blocks of L.
+    // Each thread packs its share of the panels: units [u0, u1) and projection columns
+    // [q0, q1), in blocks of L. Split by units, it then uses only those.
     int64_t u0, u1, q0, q1;
     split(unit_panels, tid, n, 1, &u0, &u1);
     split(proj_panels, tid, n, 1, &q0, &q1);
     if (fuse_input) pack_gates(a.w.w_ih, H, C, 4, C, u0, u1, w, 0, K);
     pack_gates(a.w.w_hh, H, P, 4, P, u0, u1, w, K - P, K);
     if (proj) pack_gates(a.w.w_hr, P, H, 1, H, q0, q1, w_hr);
+    StepSplit rows_of;
+    if (by_rows) {
+      barrier.wait();  // each thread uses every panel
+      rows_of = rows_for(p, tid, n);
+      u0 = q0 = 0;
+      u1 = unit_panels;
+      q1 = proj_panels;
+    }
     for (int64_t t = 0; t < p.steps; ++t) {
       const int64_t B = p.batch[t], off = p.offset[t];
+      const int64_t lo = rows_of.lo(B), hi = rows_of.hi(B);
       const T* h_prev = t == 0 ? a.h0 : a.hp + p.offset[t - 1] * P;
       const T* c_prev = t == 0 ? a.c0 : a.cp + p.offset[t - 1] * H;
       T* h_out = proj ? (keep ? hraw + off * H : hraw) : a.hp + off * P;
       const int64_t ld_h = proj ? H : P;
       const Rows<T> rows = fuse_input ? Rows<T>{a.xp + off * C, C, C, h_prev, P, P}
                                       : Rows<T>{h_prev, P, P};
-      panel_product<T, 4>(B, rows, w, u0, u1, [&](int64_t b, int64_t r, const Vec<T>* acc) {
-        const int64_t j = b * L;
+      panel_product<T, 4>(hi - lo, rows.offset(lo), w, u0, u1,
+                          [&](int64_t b, int64_t i, const Vec<T>* acc) {
+        const int64_t j = b * L, r = lo + i;
         T* g = gates ? gates + (off + r) * G : nullptr;
         const T* cp = c_prev + r * H;
         T* co = a.cp + (off + r) * H;
@@ -152,13 +163,15 @@ void lstm_forward(const FwdArgs<T>& a) {
         });
       });
       if (proj) {
-        barrier.wait();  // the projection reads every unit of h
-        panel_product<T, 1>(B, H, h_out, H, w_hr, q0, q1,
-                            [&](int64_t b, int64_t r, const Vec<T>* acc) {
-          at_block<T>(b * L, P, [&](auto m) { store(a.hp + (off + r) * P + b * L, acc[0], m); });
+        if (!by_rows) barrier.wait();  // the projection reads every unit of h
+        panel_product<T, 1>(hi - lo, H, h_out + lo * H, H, w_hr, q0, q1,
+                            [&](int64_t b, int64_t i, const Vec<T>* acc) {
+          at_block<T>(b * L, P, [&](auto m) {
+            store(a.hp + (off + lo + i) * P + b * L, acc[0], m);
+          });
         });
       }
-      barrier.wait();
+      if (!by_rows) barrier.wait();
     }
   });
 }
@@ -186,33 +199,48 @@ void lstm_backward_panels(const BwdArgs<T>& a) {
   T* dh_raw = proj ? dr + p.rows * P : nullptr;
 
   const int threads = threads_for(p.steps ? p.batch[0] : 0, H, p.steps ? p.batch[0] * G * P : 0);
+  const bool by_rows = split_by_rows(p, threads, (w_hh_size + w_hr_size) * sizeof(T));
   parallel_run(threads, [&](int tid, int n, Barrier& barrier) {
-    // Each thread owns panels of columns of dh ([q0, q1)) and of units ([u0, u1)). Without
-    // projection the two are the same (P == H): the product a thread writes into dh is what
-    // its own elementwise pass reads next step, so that needs no barrier.
+    // Split by columns, each thread owns panels of columns of dh ([q0, q1)) and of units
+    // ([u0, u1)). Without projection the two are the same (P == H): the product a thread
+    // writes into dh is what its own elementwise pass reads next step, so that needs no
+    // barrier.
     int64_t qb0, qb1, q0, q1, ub0, ub1, u0, u1;
     split_panels(col_panels, W, P, tid, n, &qb0, &qb1, &q0, &q1);
     split_panels(unit_panels, W, H, tid, n, &ub0, &ub1, &u0, &u1);
     pack_columns(a.w.w_hh, G, P, V, P, qb0, qb1, w_hh);
     if (proj) pack_columns(a.w.w_hr, P, H, V, H, ub0, ub1, w_hr);
+    StepSplit rows_of;
+    if (by_rows) {
+      barrier.wait();  // each thread uses every panel
+      rows_of = rows_for(p, tid, n);
+      qb0 = ub0 = q0 = u0 = 0;
+      qb1 = col_panels;
+      ub1 = unit_panels;
+      q1 = P;
+      u1 = H;
+    }
     for (int64_t t = p.steps - 1; t >= 0; --t) {
       const int64_t B = p.batch[t], off = p.offset[t];
+      const int64_t lo = rows_of.lo(B), hi = rows_of.hi(B);
       // Gradient w.r.t. this step's output state: recurrent part (in a.dh) + upstream dy.
       T* dstate = proj ? dr + off * P : a.dh;
-      for (int64_t k = 0; k < B; ++k)
+      for (int64_t k = lo; k < hi; ++k)
         for (int64_t q = q0; q < q1; ++q)
           dstate[k * P + q] = a.dh[k * P + q] + (a.dyp ? a.dyp[(off + k) * P + q] : T(0));
       const T* dh = a.dh;
       if (proj) {
-        barrier.wait();
-        packed_gemm<T, V>(B, P, H, dstate, P, w_hr, ub0, ub1, dh_raw, H, false);
+        if (!by_rows) barrier.wait();
+        packed_gemm<T, V>(hi - lo, P, H, dstate + lo * P, P, w_hr, ub0, ub1, dh_raw + lo * H, H,
+                          false);
         dh = dh_raw;
       }
       const T* c_prev = t == 0 ? a.c0 : a.cp + p.offset[t - 1] * H;
-      backward_rows(B, H, u0, u1, act + off * G, a.cp + off * H, c_prev, dh, a.dc,
-                    a.dgx + off * G, clip);
-      barrier.wait();
-      packed_gemm<T, V>(B, G, P, a.dgx + off * G, G, w_hh, qb0, qb1, a.dh, P, false);
+      backward_rows(hi - lo, H, u0, u1, act + (off + lo) * G, a.cp + (off + lo) * H,
+                    c_prev + lo * H, dh + lo * H, a.dc + lo * H, a.dgx + (off + lo) * G, clip);
+      if (!by_rows) barrier.wait();
+      packed_gemm<T, V>(hi - lo, G, P, a.dgx + (off + lo) * G, G, w_hh, qb0, qb1, a.dh + lo * P,
+                        P, false);
     }
   });
 

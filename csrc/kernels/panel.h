@@ -32,6 +32,38 @@ constexpr int kVectorRegisters = 16;
 // Weights up to this many bytes per thread are taken as staying in cache across steps.
 constexpr int64_t kFuseBytes = int64_t{512} << 10;
 
+// How a time loop shares each step between threads. Samples are independent within the
+// recurrence, so when every core can hold all the packed weights in its cache and the batch
+// is large enough, each thread runs its own samples through all steps with no barrier at
+// all (by_rows). Otherwise each step is split by hidden units or columns, and the threads
+// meet at a barrier between the phases of every step.
+struct StepSplit {
+  bool by_rows = false;
+  int64_t r0 = 0, r1 = 0;  // with by_rows: this thread's rows of the packed batch
+  // This thread's rows [lo, hi) of a step with B samples running.
+  int64_t lo(int64_t B) const { return by_rows ? std::min(r0, B) : 0; }
+  int64_t hi(int64_t B) const { return by_rows ? std::min(r1, B) : B; }
+};
+
+inline bool split_by_rows(const Plan& p, int threads, int64_t weight_bytes) {
+  return threads > 1 && p.steps > 0 && p.batch[0] >= 8 * threads &&
+         weight_bytes <= 2 * kFuseBytes;
+}
+
+// Rows [r0, r1) for thread tid of n, with about equal work (sum of lengths) in each.
+inline StepSplit rows_for(const Plan& p, int tid, int n) {
+  StepSplit s;
+  s.by_rows = true;
+  const auto first_row_after = [&](int64_t target) {
+    int64_t k = 0, done = 0;
+    while (k < p.N && done < target) done += p.len[k++];
+    return k;
+  };
+  s.r0 = tid == 0 ? 0 : first_row_after(p.rows * tid / n);
+  s.r1 = tid == n - 1 ? p.N : first_row_after(p.rows * (tid + 1) / n);
+  return s;
+}
+
 // Rows per register tile for V accumulators per row: R * V accumulators, V weight vectors
 // and one broadcast must fit in the vector registers.
 template <int V>
