@@ -83,7 +83,8 @@ void backward(const RnnDesc& desc, const int32_t* lengths, const T* x, const Wei
               const T* h0, const T* c0, const T* reserve, const T* dy, const T* dhy,
               const T* dcy, const Grads<T>& grads);
 
-// Threads used by the GEMMs (OpenBLAS pool); 0 or less restores the library default.
+// Threads the kernels use (fusedrnn's own pool; the OpenBLAS it calls stays single-threaded).
+// 0 or less restores the default: OMP_NUM_THREADS if set, else the cores this process may use.
 void set_num_threads(int n);
 int get_num_threads();
 
