@@ -234,6 +234,19 @@ def test_lengths_accept_integer_and_whole_float_dtypes():
         assert_results_close(got, expect, rtol=0, atol=0)
 
 
+def test_thread_setting():
+    before = kernels.get_num_threads()
+    try:
+        kernels.set_num_threads(3)
+        assert kernels.get_num_threads() == 3
+        kernels.set_num_threads(0)  # back to the default
+        assert kernels.get_num_threads() >= 1
+        with pytest.raises(ValueError):
+            kernels.set_num_threads("two")
+    finally:
+        kernels.set_num_threads(before)
+
+
 def test_deterministic_and_thread_count_independent():
     problem = make_problem("lstm", 20, 16, 32, 64, dtype=np.float32, lengths="random")
     upstream = {k: v.astype(np.float32) for k, v in make_upstream("lstm", problem).items()}
@@ -312,6 +325,14 @@ def test_reserve_size():
     assert fwd.reserve.shape == (kernels.reserve_size("lstm", 5, 3, 4, 6, 2),)
     with pytest.raises(ValueError, match="mode"):
         kernels.reserve_size("lstmx", 5, 3, 4, 6)
+    with pytest.raises(ValueError, match="steps"):
+        kernels.reserve_size("lstm", -1, 3, 4, 6)
+    with pytest.raises(ValueError, match="hidden_size"):
+        kernels.reserve_size("gru", 5, 3, 4, 0)
+    with pytest.raises(ValueError, match="proj_size is only supported for LSTM"):
+        kernels.reserve_size("gru", 5, 3, 4, 6, 2)
+    with pytest.raises(ValueError, match="sizes too large"):
+        kernels.reserve_size("lstm", 2 ** 31, 2, 4, 6)
 
 
 # ------------------------------------------------------------------------------------------
