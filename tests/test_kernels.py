@@ -5,6 +5,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import tempfile
 import textwrap
 
 import numpy as np
@@ -317,6 +318,36 @@ def test_concurrent_calls_match_serial(two_threads):
         for (f1, g1), (f2, g2) in zip(ser, par):
             assert_results_close(f2, f1, rtol=0, atol=0)
             assert_results_close(g2, g1, rtol=0, atol=0)
+
+
+def test_forked_child_runs_threaded_kernels(two_threads):
+    """A process that used the thread pool and then forks (DataLoader workers) can run the
+    kernels in the child: the child builds its own pool instead of waiting on threads that
+    do not exist there."""
+    problem = make_problem("lstm", 6, 40, 9, 70, dtype=np.float32)
+    expect = kernels.forward("lstm", **problem).y
+    script = textwrap.dedent("""
+        import os, sys, numpy as np
+        sys.path.insert(0, %r)
+        from fusedrnn import kernels
+        from helpers import make_problem
+        kernels.set_num_threads(2)
+        problem = make_problem("lstm", 6, 40, 9, 70, dtype=np.float32)
+        parent = kernels.forward("lstm", **problem).y
+        pid = os.fork()
+        if pid == 0:
+            child = kernels.forward("lstm", **problem).y
+            os._exit(0 if np.array_equal(child, parent) else 3)
+        _, status = os.waitpid(pid, 0)
+        np.save(sys.argv[1], parent)
+        sys.exit(os.waitstatus_to_exitcode(status))
+    """) % str(pathlib.Path(__file__).parent)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "y.npy")
+        run = subprocess.run([sys.executable, "-c", script, out], capture_output=True,
+                             text=True, timeout=120)
+        assert run.returncode == 0, run.stderr[-3000:]
+        np.testing.assert_array_equal(np.load(out), expect)
 
 
 def test_reserve_size():
