@@ -10,8 +10,19 @@ import scipy_openblas32 as _openblas
 _ctypes.CDLL(_os.path.join(_openblas.get_lib_dir(), _openblas.get_library(fullname=True)),
              mode=_ctypes.RTLD_GLOBAL)
 
-from . import kernels, reference  # noqa: E402
+from . import _C, kernels, reference  # noqa: E402
 from ._results import ForwardResult, Gradients  # noqa: E402
+
+
+def _load_operators():
+    """Registers fusedrnn's MXNet operators (the extension is also an MXNet operator library).
+    MXNet refuses to load the same operators a third time, so this runs once per process."""
+    import mxnet
+
+    mxnet.library.load(_os.path.abspath(_C.__file__), verbose=False)
+
+
+_load_operators()
 
 __version__ = "0.1.0"
 __all__ = ["kernels", "reference", "ForwardResult", "Gradients"]

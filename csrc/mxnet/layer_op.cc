@@ -1,0 +1,345 @@
+// MXNet operator `_fusedrnn_layer`: one recurrent layer, one direction, over a sequence
+// (fusedrnn::forward / backward), registered through MXNet's external operator library
+// interface (lib_api.h). The building block of fusedrnn's MXNet-level RNN.
+//
+// inputs:  x [T, N, C], w_ih, w_hh, b_ih, b_hh, h0 [N, P], c0 [N, H] (lstm),
+//          w_hr [P, H] (projection=True), lengths [N] (use_lengths=True)
+// outputs: y [T, N, P], hy [N, P], cy [N, H] (lstm)
+// attributes: mode, reverse, reset_after, clip_min, clip_max, clip_nan, projection,
+//             use_lengths
+//
+// Every error goes back to MXNet as MX_FAIL with a message naming the argument; no C++
+// exception crosses the C boundary. lib_api does not say whether gradients are written or
+// added, so backward always writes them (the Python layer handles grad_req='add').
+#include <mxnet/lib_api.h>
+
+#include <cmath>
+#include <cstring>
+#include <exception>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "fusedrnn/rnn.h"
+
+using mxnet::ext::CustomStatefulOp;
+using mxnet::ext::MXContext;
+using mxnet::ext::MXReturnValue;
+using mxnet::ext::MXTensor;
+using mxnet::ext::OpResource;
+using mxnet::ext::MX_FAIL;
+using mxnet::ext::MX_SUCCESS;
+using Attrs = std::unordered_map<std::string, std::string>;
+
+namespace {
+
+struct LayerAttrs {
+  fusedrnn::Mode mode = fusedrnn::Mode::kLstm;
+  bool reverse = false, reset_after = true, clip = false, clip_nan = false;
+  bool projection = false, use_lengths = false;
+  double clip_min = 0, clip_max = 0;
+  int num_inputs() const {
+    return 6 + (mode == fusedrnn::Mode::kLstm) + projection + use_lengths;
+  }
+  int num_outputs() const { return 2 + (mode == fusedrnn::Mode::kLstm); }
+};
+
+bool parse_bool(const Attrs& attrs, const char* key, bool fallback) {
+  auto it = attrs.find(key);
+  if (it == attrs.end()) return fallback;
+  const std::string& v = it->second;
+  if (v == "1" || v == "True" || v == "true") return true;
+  if (v == "0" || v == "False" || v == "false") return false;
+  throw fusedrnn::InvalidArgument(std::string(key) + " must be a boolean; got '" + v + "'");
+}
+
+bool parse_optional_number(const Attrs& attrs, const char* key, double* out) {
+  auto it = attrs.find(key);
+  if (it == attrs.end() || it->second == "None") return false;
+  try {
+    size_t used = 0;
+    *out = std::stod(it->second, &used);
+    if (used != it->second.size()) throw std::invalid_argument("");
+  } catch (const std::exception&) {
+    throw fusedrnn::InvalidArgument(std::string(key) + " must be a number; got '" + it->second +
+                                    "'");
+  }
+  return true;
+}
+
+LayerAttrs parse(const Attrs& attrs) {
+  LayerAttrs a;
+  auto mode = attrs.find("mode");
+  const std::string m = mode == attrs.end() ? "lstm" : mode->second;
+  if (m == "lstm") {
+    a.mode = fusedrnn::Mode::kLstm;
+  } else if (m == "gru") {
+    a.mode = fusedrnn::Mode::kGru;
+  } else if (m == "rnn_tanh") {
+    a.mode = fusedrnn::Mode::kRnnTanh;
+  } else if (m == "rnn_relu") {
+    a.mode = fusedrnn::Mode::kRnnRelu;
+  } else {
+    throw fusedrnn::InvalidArgument("mode must be one of lstm, gru, rnn_tanh, rnn_relu; got '" +
+                                    m + "'");
+  }
+  a.reverse = parse_bool(attrs, "reverse", false);
+  a.reset_after = parse_bool(attrs, "reset_after", true);
+  a.clip_nan = parse_bool(attrs, "clip_nan", false);
+  a.projection = parse_bool(attrs, "projection", false);
+  a.use_lengths = parse_bool(attrs, "use_lengths", false);
+  const bool lo = parse_optional_number(attrs, "clip_min", &a.clip_min);
+  const bool hi = parse_optional_number(attrs, "clip_max", &a.clip_max);
+  if (lo != hi) throw fusedrnn::InvalidArgument("clip_min and clip_max must be given together");
+  a.clip = lo;
+  if (a.mode != fusedrnn::Mode::kLstm && (a.clip || a.projection))
+    throw fusedrnn::InvalidArgument("clipping and projection are only for mode lstm");
+  return a;
+}
+
+// Input positions, given the attributes.
+struct Slots {
+  int x = 0, w_ih = 1, w_hh = 2, b_ih = 3, b_hh = 4, h0 = 5, c0 = -1, w_hr = -1, lengths = -1;
+  explicit Slots(const LayerAttrs& a) {
+    int next = 6;
+    if (a.mode == fusedrnn::Mode::kLstm) c0 = next++;
+    if (a.projection) w_hr = next++;
+    if (a.use_lengths) lengths = next++;
+  }
+};
+
+const char* const kNames[] = {"x", "w_ih", "w_hh", "b_ih", "b_hh", "h0", "c0", "w_hr",
+                              "lengths"};
+
+std::string input_name(const Slots& s, int i) {
+  if (i == s.c0) return "c0";
+  if (i == s.w_hr) return "w_hr";
+  if (i == s.lengths) return "lengths";
+  return kNames[i];
+}
+
+std::string shape_str(const std::vector<unsigned>& s) {
+  std::string out = "(";
+  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+  return out + ")";
+}
+
+fusedrnn::RnnDesc describe(const LayerAttrs& a, const std::vector<std::vector<unsigned>>& in) {
+  const Slots s(a);
+  fusedrnn::RnnDesc d;
+  d.mode = a.mode;
+  if (in[s.x].size() != 3)
+    throw fusedrnn::InvalidArgument("x must have 3 dimensions [T, N, C]; got " +
+                                    shape_str(in[s.x]));
+  d.steps = in[s.x][0];
+  d.batch = in[s.x][1];
+  d.input_size = in[s.x][2];
+  const int64_t G = fusedrnn::gate_count(a.mode);
+  if (in[s.w_ih].size() != 2 || in[s.w_ih][0] % G != 0 || in[s.w_ih][0] == 0)
+    throw fusedrnn::InvalidArgument("w_ih must be [G*H, C] with G = " + std::to_string(G) +
+                                    "; got " + shape_str(in[s.w_ih]));
+  d.hidden_size = in[s.w_ih][0] / G;
+  if (a.projection) {
+    if (in[s.w_hr].size() != 2)
+      throw fusedrnn::InvalidArgument("w_hr must be [P, H]; got " + shape_str(in[s.w_hr]));
+    d.proj_size = in[s.w_hr][0];
+  }
+  d.reverse = a.reverse;
+  d.reset_after = a.reset_after;
+  d.clip = a.clip;
+  d.clip_min = a.clip_min;
+  d.clip_max = a.clip_max;
+  d.clip_nan = a.clip_nan;
+  const unsigned T = d.steps, N = d.batch, C = d.input_size, H = d.hidden_size;
+  const unsigned P = d.out_size(), GH = G * H;
+  const std::vector<std::pair<int, std::vector<unsigned>>> expect = {
+      {s.w_ih, {GH, C}}, {s.w_hh, {GH, P}}, {s.b_ih, {GH}}, {s.b_hh, {GH}}, {s.h0, {N, P}},
+      {s.c0, {N, H}},    {s.w_hr, {P, H}},  {s.lengths, {N}}};
+  for (const auto& e : expect) {
+    if (e.first >= 0 && in[e.first] != e.second)
+      throw fusedrnn::InvalidArgument(input_name(s, e.first) + " has shape " +
+                                      shape_str(in[e.first]) + "; expected " +
+                                      shape_str(e.second));
+  }
+  (void)T;
+  fusedrnn::validate(d, nullptr);
+  return d;
+}
+
+std::vector<std::vector<unsigned>> shapes_of(const std::vector<MXTensor>& tensors) {
+  std::vector<std::vector<unsigned>> out;
+  for (const MXTensor& t : tensors) out.emplace_back(t.shape.begin(), t.shape.end());
+  return out;
+}
+
+// Lengths as int32, refusing values that are not whole numbers in [0, T].
+std::vector<int32_t> read_lengths(const MXTensor& t, int64_t T) {
+  std::vector<int32_t> out(t.size());
+  for (size_t i = 0; i < out.size(); ++i) {
+    double v;
+    switch (t.dtype) {
+      case mxnet::ext::kFloat32: v = static_cast<const float*>(t.data_ptr)[i]; break;
+      case mxnet::ext::kFloat64: v = static_cast<const double*>(t.data_ptr)[i]; break;
+      case mxnet::ext::kInt32: v = static_cast<const int32_t*>(t.data_ptr)[i]; break;
+      case mxnet::ext::kInt64: v = static_cast<double>(static_cast<const int64_t*>(t.data_ptr)[i]); break;
+      case mxnet::ext::kUint8: v = static_cast<const uint8_t*>(t.data_ptr)[i]; break;
+      default: throw fusedrnn::InvalidArgument("lengths has an unsupported dtype");
+    }
+    if (!(v >= 0 && v <= static_cast<double>(T)) || v != std::floor(v))
+      throw fusedrnn::InvalidArgument("lengths[" + std::to_string(i) + "] = " +
+                                      std::to_string(v) + " is not a whole number in [0, " +
+                                      std::to_string(T) + "]");
+    out[i] = static_cast<int32_t>(v);
+  }
+  return out;
+}
+
+template <typename F>
+MXReturnValue guarded(F&& f) {
+  try {
+    f();
+    return MX_SUCCESS;
+  } catch (const std::exception& e) {
+    MX_ERROR_MSG << "_fusedrnn_layer: " << e.what();
+  } catch (...) {
+    MX_ERROR_MSG << "_fusedrnn_layer: unknown error";
+  }
+  return MX_FAIL;
+}
+
+class LayerOp : public CustomStatefulOp {
+ public:
+  explicit LayerOp(const LayerAttrs& a) : attrs_(a) {}
+
+  MXReturnValue Forward(std::vector<MXTensor>* inputs, std::vector<MXTensor>* outputs,
+                        const OpResource&) override {
+    return guarded([&] {
+      const bool f64 = (*inputs)[0].dtype == mxnet::ext::kFloat64;
+      f64 ? run_forward<double>(*inputs, *outputs) : run_forward<float>(*inputs, *outputs);
+    });
+  }
+
+  MXReturnValue Backward(std::vector<MXTensor>* inputs, std::vector<MXTensor>* outputs,
+                         const OpResource&) override {
+    return guarded([&] {
+      const bool f64 = (*outputs)[0].dtype == mxnet::ext::kFloat64;
+      f64 ? run_backward<double>(*inputs, *outputs) : run_backward<float>(*inputs, *outputs);
+    });
+  }
+
+ private:
+  template <typename T>
+  void run_forward(std::vector<MXTensor>& in, std::vector<MXTensor>& out) {
+    const Slots s(attrs_);
+    desc_ = describe(attrs_, shapes_of(in));
+    lengths_.clear();
+    if (attrs_.use_lengths) lengths_ = read_lengths(in[s.lengths], desc_.steps);
+    reserve_.resize(fusedrnn::reserve_size(desc_) * sizeof(T));
+    fusedrnn::Weights<T> w{in[s.w_ih].data<T>(), in[s.w_hh].data<T>(), in[s.b_ih].data<T>(),
+                           in[s.b_hh].data<T>(), attrs_.projection ? in[s.w_hr].data<T>() : nullptr};
+    fusedrnn::forward<T>(desc_, lengths_.empty() ? nullptr : lengths_.data(), in[s.x].data<T>(),
+                         w, in[s.h0].data<T>(), s.c0 >= 0 ? in[s.c0].data<T>() : nullptr,
+                         out[0].data<T>(), out[1].data<T>(),
+                         out.size() > 2 ? out[2].data<T>() : nullptr,
+                         reinterpret_cast<T*>(reserve_.data()));
+  }
+
+  // inputs: the output gradients, then the forward inputs, then the forward outputs.
+  template <typename T>
+  void run_backward(std::vector<MXTensor>& in, std::vector<MXTensor>& out) {
+    const Slots s(attrs_);
+    const int n_out = attrs_.num_outputs();
+    MXTensor* fwd_in = in.data() + n_out;
+    if (reserve_.empty()) throw fusedrnn::InvalidArgument("backward before forward");
+    fusedrnn::Weights<T> w{fwd_in[s.w_ih].data<T>(), fwd_in[s.w_hh].data<T>(),
+                           fwd_in[s.b_ih].data<T>(), fwd_in[s.b_hh].data<T>(),
+                           attrs_.projection ? fwd_in[s.w_hr].data<T>() : nullptr};
+    fusedrnn::Grads<T> g;
+    g.dx = out[s.x].data<T>();
+    g.dw_ih = out[s.w_ih].data<T>();
+    g.dw_hh = out[s.w_hh].data<T>();
+    g.db_ih = out[s.b_ih].data<T>();
+    g.db_hh = out[s.b_hh].data<T>();
+    g.dh0 = out[s.h0].data<T>();
+    if (s.c0 >= 0) g.dc0 = out[s.c0].data<T>();
+    if (s.w_hr >= 0) g.dw_hr = out[s.w_hr].data<T>();
+    if (s.lengths >= 0) {
+      // Lengths are integers: their gradient is zero.
+      MXTensor& dl = out[s.lengths];
+      const size_t bytes = dl.dtype == mxnet::ext::kFloat64 || dl.dtype == mxnet::ext::kInt64
+                               ? 8 : dl.dtype == mxnet::ext::kUint8 ? 1 : 4;
+      std::memset(dl.data_ptr, 0, dl.size() * bytes);
+    }
+    fusedrnn::backward<T>(desc_, lengths_.empty() ? nullptr : lengths_.data(), fwd_in[s.x].data<T>(),
+                          w, fwd_in[s.h0].data<T>(), s.c0 >= 0 ? fwd_in[s.c0].data<T>() : nullptr,
+                          reinterpret_cast<const T*>(reserve_.data()), in[0].data<T>(),
+                          in[1].data<T>(), n_out > 2 ? in[2].data<T>() : nullptr, g);
+  }
+
+  LayerAttrs attrs_;
+  fusedrnn::RnnDesc desc_;
+  std::vector<int32_t> lengths_;
+  std::vector<char> reserve_;
+};
+
+MXReturnValue parse_attrs(const Attrs& attrs, int* num_in, int* num_out) {
+  return guarded([&] {
+    const LayerAttrs a = parse(attrs);
+    *num_in = a.num_inputs();
+    *num_out = a.num_outputs();
+  });
+}
+
+MXReturnValue infer_type(const Attrs& attrs, std::vector<int>* in, std::vector<int>* out) {
+  return guarded([&] {
+    const LayerAttrs a = parse(attrs);
+    const Slots s(a);
+    const int dtype = (*in)[0];
+    if (dtype != mxnet::ext::kFloat32 && dtype != mxnet::ext::kFloat64)
+      throw fusedrnn::InvalidArgument("x must be float32 or float64");
+    for (int i = 1; i < static_cast<int>(in->size()); ++i) {
+      if (i == s.lengths) continue;
+      if ((*in)[i] != dtype)
+        throw fusedrnn::InvalidArgument(input_name(s, i) + " must have the dtype of x");
+    }
+    for (int& t : *out) t = dtype;
+  });
+}
+
+MXReturnValue infer_shape(const Attrs& attrs, std::vector<std::vector<unsigned>>* in,
+                          std::vector<std::vector<unsigned>>* out) {
+  return guarded([&] {
+    const LayerAttrs a = parse(attrs);
+    const fusedrnn::RnnDesc d = describe(a, *in);
+    const unsigned T = d.steps, N = d.batch, P = d.out_size(), H = d.hidden_size;
+    (*out)[0] = {T, N, P};
+    (*out)[1] = {N, P};
+    if (out->size() > 2) (*out)[2] = {N, H};
+  });
+}
+
+MXReturnValue create_state(const Attrs& attrs, const MXContext& ctx,
+                           const std::vector<std::vector<unsigned>>&, const std::vector<int>,
+                           CustomStatefulOp** state) {
+  return guarded([&] {
+    if (ctx.dev_type != "cpu") throw fusedrnn::InvalidArgument("only the CPU is supported");
+    *state = CustomStatefulOp::create<LayerOp>(parse(attrs));
+  });
+}
+
+}  // namespace
+
+REGISTER_OP(_fusedrnn_layer)
+    .setParseAttrs(parse_attrs)
+    .setInferType(infer_type)
+    .setInferShape(infer_shape)
+    .setCreateOpState(create_state, "cpu");
+
+MXReturnValue initialize(int version) {
+  // lib_api ties a library to the MXNet it was built against (1.9.x).
+  if (version < 10900 || version >= 11000) {
+    MX_ERROR_MSG << "fusedrnn's operators need MXNet 1.9.x; this is " << version;
+    return MX_FAIL;
+  }
+  return MX_SUCCESS;
+}
