@@ -24,5 +24,7 @@ def _load_operators():
 
 _load_operators()
 
+from . import nd  # noqa: E402  (needs the operators)
+
 __version__ = "0.1.0"
-__all__ = ["kernels", "reference", "ForwardResult", "Gradients"]
+__all__ = ["kernels", "reference", "nd", "ForwardResult", "Gradients"]
