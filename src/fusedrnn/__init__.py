@@ -25,6 +25,7 @@ def _load_operators():
 _load_operators()
 
 from . import nd  # noqa: E402  (needs the operators)
+from .layers import GRU, LSTM, RNN  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["kernels", "reference", "nd", "ForwardResult", "Gradients"]
+__all__ = ["kernels", "reference", "nd", "LSTM", "GRU", "RNN", "ForwardResult", "Gradients"]

@@ -1,0 +1,145 @@
+"""fusedrnn.LSTM / GRU / RNN against mxnet.gluon.rnn (parameters moved by save/load_parameters)
+where MXNet is right, and against running each sample alone where it is not (lengths)."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import mxnet as mx
+import numpy as np
+import pytest
+
+import fusedrnn
+
+PAIRS = {"lstm": (mx.gluon.rnn.LSTM, fusedrnn.LSTM, {}),
+         "gru": (mx.gluon.rnn.GRU, fusedrnn.GRU, {}),
+         "rnn_tanh": (mx.gluon.rnn.RNN, fusedrnn.RNN, {"activation": "tanh"}),
+         "rnn_relu": (mx.gluon.rnn.RNN, fusedrnn.RNN, {"activation": "relu"})}
+
+
+def twins(mode, tmp_path, **kw):
+    gluon_cls, fused_cls, extra = PAIRS[mode]
+    ref = gluon_cls(7, **extra, **{k: v for k, v in kw.items() if k != "use_sequence_length"})
+    ref.initialize(mx.init.Uniform(0.3))
+    shape = (5, 3, 4) if kw.get("layout", "TNC") == "TNC" else (3, 5, 4)
+    ref(mx.nd.zeros(shape))
+    path = str(tmp_path / "params")
+    ref.save_parameters(path)
+    fused = fused_cls(7, **extra, **kw)
+    fused.load_parameters(path)
+    return ref, fused, shape
+
+
+def run(net, x, states, seed=0):
+    x = x.copy()
+    x.attach_grad()
+    with mx.autograd.record():
+        out, new_states = net(x, [s.copy() for s in states])
+    rng = np.random.default_rng(seed)
+    heads = [mx.nd.array(rng.standard_normal(a.shape)) for a in [out] + new_states]
+    mx.autograd.backward([out] + new_states, heads)
+    grads = {name[len(net.prefix):]: p.grad().asnumpy()
+             for name, p in net.collect_params().items()}
+    return [out.asnumpy()] + [s.asnumpy() for s in new_states] + [x.grad.asnumpy()], grads
+
+
+@pytest.mark.parametrize("hybridize", [False, True])
+@pytest.mark.parametrize("layout", ["TNC", "NTC"])
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("mode", list(PAIRS))
+def test_matches_gluon_rnn(mode, bidirectional, layout, hybridize, tmp_path):
+    ref, fused, shape = twins(mode, tmp_path, num_layers=2, bidirectional=bidirectional,
+                              layout=layout)
+    if hybridize:
+        ref.hybridize()
+        fused.hybridize()
+    x = mx.nd.array(np.random.default_rng(1).standard_normal(shape))
+    states = [mx.nd.array(np.random.default_rng(2).standard_normal(s.shape))
+              for s in ref.begin_state(batch_size=3)]
+    want, want_grads = run(ref, x, states)
+    got, got_grads = run(fused, x, states)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
+    assert got_grads.keys() == want_grads.keys()
+    for name in want_grads:
+        np.testing.assert_allclose(got_grads[name], want_grads[name], rtol=1e-4, atol=1e-5,
+                                   err_msg=name)
+
+
+@pytest.mark.parametrize("mode", ["lstm", "gru"])
+def test_sequence_length_equals_each_sample_alone(mode, tmp_path):
+    _, fused, _ = twins(mode, tmp_path, num_layers=2, bidirectional=True, layout="NTC",
+                        use_sequence_length=True)
+    alone = PAIRS[mode][1](7, num_layers=2, bidirectional=True, layout="NTC",
+                           **PAIRS[mode][2])
+    alone.load_parameters(str(tmp_path / "params"))
+    x = mx.nd.array(np.random.default_rng(3).standard_normal((4, 6, 4)))
+    lengths = [6, 1, 3, 5]
+    out, states = fused(x, fused.begin_state(batch_size=4),
+                        sequence_length=mx.nd.array(lengths))
+    for n, length in enumerate(lengths):
+        o, s = alone(x[n:n + 1, :length], alone.begin_state(batch_size=1))
+        np.testing.assert_allclose(out[n:n + 1, :length].asnumpy(), o.asnumpy(), rtol=1e-5,
+                                   atol=1e-6)
+        assert not out.asnumpy()[n, length:].any()
+        for got, want in zip(states, s):
+            np.testing.assert_allclose(got[:, n:n + 1].asnumpy(), want.asnumpy(), rtol=1e-5,
+                                       atol=1e-6)
+
+
+def test_grad_req_add_accumulates(tmp_path):
+    _, fused, shape = twins("lstm", tmp_path, num_layers=2)
+    fused.collect_params().setattr("grad_req", "add")
+    fused.collect_params().zero_grad()
+    x = mx.nd.ones(shape)
+    for _ in range(2):
+        with mx.autograd.record():
+            loss = fused(x).sum()
+        loss.backward()
+    twice = {k: p.grad().asnumpy().copy() for k, p in fused.collect_params().items()}
+    fused.collect_params().zero_grad()
+    with mx.autograd.record():
+        loss = fused(x).sum()
+    loss.backward()
+    for k, p in fused.collect_params().items():
+        np.testing.assert_allclose(twice[k], 2 * p.grad().asnumpy(), rtol=1e-6, atol=1e-7)
+
+
+def test_deferred_input_size_and_reset_after():
+    net = fusedrnn.GRU(5, num_layers=2)
+    net.initialize()
+    out = net(mx.nd.ones((3, 2, 6)))
+    assert out.shape == (3, 2, 5) and net.l0_i2h_weight.shape == (15, 6)
+    original = fusedrnn.GRU(5, num_layers=2, reset_after=False)
+    original.initialize()
+    original(mx.nd.ones((3, 2, 6)))
+    for name, p in net.collect_params().items():
+        original.collect_params()[name.replace(net.prefix, original.prefix)].set_data(p.data())
+    assert not np.allclose(original(mx.nd.ones((3, 2, 6))).asnumpy(), out.asnumpy())
+
+
+def test_export_and_import_in_a_fresh_process(tmp_path):
+    net = fusedrnn.LSTM(6, num_layers=2, bidirectional=True)
+    net.initialize()
+    net.hybridize()
+    x = mx.nd.array(np.random.default_rng(4).standard_normal((5, 3, 4)))
+    h, c = [mx.nd.array(np.random.default_rng(5).standard_normal(s.shape))
+            for s in net.begin_state(batch_size=3)]
+    want = net(x, [h, c])[0].asnumpy()
+    net.export(str(tmp_path / "model"))
+    for name, a in (("x", x), ("h", h), ("c", c)):
+        np.save(tmp_path / (name + ".npy"), a.asnumpy())
+    script = textwrap.dedent("""
+        import sys, numpy as np, mxnet as mx
+        import fusedrnn  # registers the operators the exported graph uses
+        d = sys.argv[1]
+        net = mx.gluon.SymbolBlock.imports(d + "/model-symbol.json",
+                                           ["data0", "data1", "data2"],
+                                           d + "/model-0000.params")
+        x, h, c = (mx.nd.array(np.load(d + "/" + n + ".npy")) for n in "xhc")
+        np.save(d + "/y.npy", net(x, h, c)[0].asnumpy())
+    """)
+    run_ = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True,
+                          text=True, timeout=120, env=dict(os.environ))
+    assert run_.returncode == 0, run_.stderr[-3000:]
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), want, rtol=1e-6, atol=1e-7)
