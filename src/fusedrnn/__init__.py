@@ -25,7 +25,9 @@ def _load_operators():
 _load_operators()
 
 from . import nd  # noqa: E402  (needs the operators)
+from .cells import GRUCell, LSTMCell, RNNCell  # noqa: E402
 from .layers import GRU, LSTM, RNN  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["kernels", "reference", "nd", "LSTM", "GRU", "RNN", "ForwardResult", "Gradients"]
+__all__ = ["kernels", "reference", "nd", "LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell",
+           "ForwardResult", "Gradients"]
