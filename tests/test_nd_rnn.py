@@ -131,3 +131,42 @@ def test_bad_arguments():
         fnd.RNN(*arrays, **dict(kw, state_size=0))
     with pytest.raises(TypeError, match="unexpected arguments"):
         fnd.RNN(*arrays, layout="NTC", **kw)
+
+
+@pytest.mark.parametrize("state_outputs", [True, False])
+@pytest.mark.parametrize("mode,layers,bidirectional", [("lstm", 2, True), ("gru", 1, False),
+                                                       ("rnn_tanh", 2, False)])
+def test_sym_rnn_matches_mxnet(mode, layers, bidirectional, state_outputs):
+    from fusedrnn import sym as fsym
+    arrays = random_case(mode, 5, 3, 4, 7, layers, bidirectional, np.float64)
+    names = ["data", "parameters", "state"] + (["state_cell"] if mode == "lstm" else [])
+    kw = dict(state_size=7, num_layers=layers, bidirectional=bidirectional, mode=mode,
+              state_outputs=state_outputs)
+    results = []
+    for fn in (mx.sym.RNN, fsym.RNN):
+        net = fn(*[mx.sym.var(n) for n in names], **kw)
+        args = {n: a.copy() for n, a in zip(names, arrays)}
+        grads = {n: mx.nd.zeros_like(a) for n, a in zip(names, arrays)}
+        exe = net.bind(mx.cpu(), args, args_grad=grads)
+        outs = exe.forward(is_train=True)
+        exe.backward([mx.nd.ones_like(o) * 0.3 for o in outs])
+        results.append([o.asnumpy() for o in outs] + [grads[n].asnumpy() for n in names])
+    assert len(results[0]) == len(results[1])
+    for got, want in zip(results[1], results[0]):
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-11)
+
+
+def test_single_layer_parameters_accumulate_with_grad_req_add():
+    arrays = random_case("gru", 4, 2, 3, 5, 1, False, np.float64)
+    params = arrays[1]
+    params.attach_grad(grad_req="add")
+    for _ in range(2):
+        with mx.autograd.record():
+            loss = fnd.RNN(arrays[0], params, arrays[2], state_size=5, mode="gru").sum()
+        loss.backward()
+    twice = params.grad.asnumpy().copy()
+    params.grad[:] = 0
+    with mx.autograd.record():
+        loss = fnd.RNN(arrays[0], params, arrays[2], state_size=5, mode="gru").sum()
+    loss.backward()
+    np.testing.assert_allclose(twice, 2 * params.grad.asnumpy(), rtol=1e-12)

@@ -24,10 +24,10 @@ def _load_operators():
 
 _load_operators()
 
-from . import nd  # noqa: E402  (needs the operators)
+from . import nd, sym  # noqa: E402  (need the operators)
 from .cells import GRUCell, LSTMCell, RNNCell  # noqa: E402
 from .layers import GRU, LSTM, RNN  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["kernels", "reference", "nd", "LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell",
+__all__ = ["kernels", "reference", "nd", "sym", "LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell",
            "ForwardResult", "Gradients"]

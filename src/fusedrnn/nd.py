@@ -5,9 +5,10 @@ the function name changes only speed and correctness: `sequence_length` is honou
 CPU (MXNet's own CPU op ignores it), as are LSTM state clipping and projection in training.
 Extra: `reset_after` for GRU (False: the original GRU, W_hn applied to r * h).
 
-Each layer and direction is one `_fusedrnn_layer` operator; directions of a bidirectional
-layer each run over every sample's valid prefix, and their outputs are concatenated on the
-feature axis.
+Each layer and direction is one `_fusedrnn_layer` operator fed by `_fusedrnn_params`, which
+cuts that layer's weights out of the flat vector; directions of a bidirectional layer each run
+over every sample's valid prefix, and their outputs are concatenated on the feature axis.
+`fusedrnn.sym.RNN` is the same on symbols.
 """
 import mxnet as mx
 
@@ -50,64 +51,80 @@ def RNN(data=None, parameters=None, state=None, state_cell=None, sequence_length
         lstm_state_clip_max=None, lstm_state_clip_nan=False, use_sequence_length=False,
         reset_after=True, **kwargs):
     """Drop-in for `mx.nd.RNN` (data in TNC layout); see the module docstring."""
-    if kwargs:
-        raise TypeError(f"RNN() got unexpected arguments {sorted(kwargs)}")
-    if mode not in GATES:
-        raise ValueError(f"mode must be one of {tuple(GATES)}; got {mode!r}")
+    _check_options(kwargs, mode, state_size, num_layers)
     for name, value in (("data", data), ("parameters", parameters), ("state", state)):
         if not isinstance(value, mx.nd.NDArray):
             raise TypeError(f"{name} must be an NDArray")
     if mode == "lstm" and not isinstance(state_cell, mx.nd.NDArray):
         raise TypeError("state_cell must be an NDArray for mode 'lstm'")
-    if state_size is None or int(state_size) < 1:
-        raise ValueError(f"state_size must be a positive integer; got {state_size!r}")
     if use_sequence_length and not isinstance(sequence_length, mx.nd.NDArray):
         raise TypeError("sequence_length must be an NDArray when use_sequence_length=True")
     if data.ndim != 3:
         raise ValueError(f"data must be [T, N, C]; got shape {data.shape}")
     dirs = 2 if bidirectional else 1
-    weights, biases, size = _flat_layout(mode, num_layers, dirs, data.shape[2], state_size,
-                                         projection_size)
+    size = _flat_layout(mode, num_layers, dirs, data.shape[2], state_size, projection_size)[2]
     if parameters.shape != (size,):
         raise ValueError(f"parameters has shape {parameters.shape}; expected ({size},) for "
                          f"mode={mode!r}, num_layers={num_layers}, "
                          f"bidirectional={bidirectional}, state_size={state_size}")
+    outs = _rnn(mx.nd, data, parameters, state, state_cell, sequence_length, state_size,
+                num_layers, bidirectional, mode, p, projection_size, lstm_state_clip_min,
+                lstm_state_clip_max, lstm_state_clip_nan, use_sequence_length, reset_after)
+    return outs if state_outputs else outs[0]
 
-    def piece(offset, shape):
-        n = 1
-        for s in shape:
-            n *= s
-        return parameters[offset:offset + n].reshape(shape)
 
+def _check_options(kwargs, mode, state_size, num_layers):
+    if kwargs:
+        raise TypeError(f"RNN() got unexpected arguments {sorted(kwargs)}")
+    if mode not in GATES:
+        raise ValueError(f"mode must be one of {tuple(GATES)}; got {mode!r}")
+    if state_size is None or int(state_size) < 1:
+        raise ValueError(f"state_size must be a positive integer; got {state_size!r}")
+    if int(num_layers) < 1:
+        raise ValueError(f"num_layers must be a positive integer; got {num_layers!r}")
+
+
+def _rnn(F, data, parameters, state, state_cell, sequence_length, state_size, num_layers,
+         bidirectional, mode, p, projection_size, clip_min, clip_max, clip_nan,
+         use_sequence_length, reset_after):
+    """The RNN on F (mx.nd or mx.sym): [output, hy, (cy)]."""
+    dirs = 2 if bidirectional else 1
+    if num_layers * dirs == 1:
+        # One consumer of `parameters`: its gradient would be written straight by the cutting
+        # operator, which cannot add (lib_api); a copy's backward can.
+        parameters = F.identity(parameters)
     attrs = dict(mode=mode, reset_after=reset_after, projection=bool(projection_size),
-                 use_lengths=bool(use_sequence_length), clip_nan=lstm_state_clip_nan)
-    if lstm_state_clip_min is not None or lstm_state_clip_max is not None:
-        attrs.update(clip_min=lstm_state_clip_min, clip_max=lstm_state_clip_max)
+                 use_lengths=bool(use_sequence_length), clip_nan=clip_nan)
+    if clip_min is not None or clip_max is not None:
+        attrs.update(clip_min=clip_min, clip_max=clip_max)
+    cut = dict(mode=mode, state_size=state_size, num_layers=num_layers,
+               bidirectional=bidirectional, projection_size=projection_size or 0)
+
+    def state_of(s, k):
+        return F.squeeze(F.slice_axis(s, axis=0, begin=k, end=k + 1), axis=0)
+
     x, hys, cys = data, [], []
     for layer in range(num_layers):
         outs = []
         for d in range(dirs):
             k = layer * dirs + d
-            w = [piece(*spec) for spec in weights[k]]
-            b = [piece(*spec) for spec in biases[k]]
-            inputs = [x, w[0], w[1], b[0], b[1], state[k]]
+            w = F._internal._fusedrnn_params(data, parameters, layer=layer, direction=d, **cut)
+            inputs = [x, w[0], w[1], w[2], w[3], state_of(state, k)]
             if mode == "lstm":
-                inputs.append(state_cell[k])
+                inputs.append(state_of(state_cell, k))
             if projection_size:
-                inputs.append(w[2])
+                inputs.append(w[4])
             if use_sequence_length:
                 inputs.append(sequence_length)
-            res = mx.nd._internal._fusedrnn_layer(*inputs, reverse=d == 1, **attrs)
+            res = F._internal._fusedrnn_layer(*inputs, reverse=d == 1, **attrs)
             outs.append(res[0])
             hys.append(res[1])
             if mode == "lstm":
                 cys.append(res[2])
-        x = outs[0] if dirs == 1 else mx.nd.concat(*outs, dim=2)
+        x = outs[0] if dirs == 1 else F.concat(*outs, dim=2)
         if p and layer < num_layers - 1:
-            x = mx.nd.Dropout(x, p=p)
-    if not state_outputs:
-        return x
-    result = [x, mx.nd.stack(*hys, axis=0)]
+            x = F.Dropout(x, p=p)
+    result = [x, F.stack(*hys, axis=0)]
     if mode == "lstm":
-        result.append(mx.nd.stack(*cys, axis=0))
+        result.append(F.stack(*cys, axis=0))
     return result
