@@ -143,3 +143,87 @@ def test_export_and_import_in_a_fresh_process(tmp_path):
                           text=True, timeout=120, env=dict(os.environ))
     assert run_.returncode == 0, run_.stderr[-3000:]
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), want, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("mode", ["lstm", "gru"])
+def test_variable_lengths_match_pytorch_packed_sequences(mode):
+    torch = pytest.importorskip("torch")
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+    T, N, C, H = 6, 4, 3, 5
+    lengths = [6, 2, 5, 3]
+    layer = {"lstm": fusedrnn.LSTM, "gru": fusedrnn.GRU}[mode](
+        H, num_layers=2, bidirectional=True, use_sequence_length=True)
+    layer.initialize(mx.init.Uniform(0.4))
+    x = np.random.default_rng(6).standard_normal((T, N, C)).astype(np.float32)
+    states = layer.begin_state(batch_size=N)
+    out, new_states = layer(mx.nd.array(x), states, sequence_length=mx.nd.array(lengths))
+
+    ref = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[mode](C, H, num_layers=2,
+                                                             bidirectional=True)
+    with torch.no_grad():
+        for layer_i in range(2):
+            for d, suffix in (("l", ""), ("r", "_reverse")):
+                for g, t in (("i2h_weight", "weight_ih"), ("h2h_weight", "weight_hh"),
+                             ("i2h_bias", "bias_ih"), ("h2h_bias", "bias_hh")):
+                    value = getattr(layer, f"{d}{layer_i}_{g}").data().asnumpy()
+                    getattr(ref, f"{t}_l{layer_i}{suffix}").copy_(torch.tensor(value))
+        packed = pack_padded_sequence(torch.tensor(x), torch.tensor(lengths),
+                                      enforce_sorted=False)
+        t_out, t_states = ref(packed)
+        t_out = pad_packed_sequence(t_out, total_length=T)[0].numpy()
+    np.testing.assert_allclose(out.asnumpy(), t_out, rtol=1e-5, atol=1e-6)
+    t_states = t_states if isinstance(t_states, tuple) else (t_states,)
+    for got, want in zip(new_states, t_states):
+        np.testing.assert_allclose(got.asnumpy(), want.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_static_alloc_and_static_shape(tmp_path):
+    ref, fused, shape = twins("lstm", tmp_path, num_layers=2, bidirectional=True)
+    ref.hybridize(static_alloc=True, static_shape=True)
+    fused.hybridize(static_alloc=True, static_shape=True)
+    for seed in range(2):  # the second call reuses the static graph
+        x = mx.nd.array(np.random.default_rng(seed).standard_normal(shape))
+        states = ref.begin_state(batch_size=3)
+        want, want_grads = run(ref, x, states, seed)
+        got, got_grads = run(fused, x, states, seed)
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
+        for name in want_grads:
+            np.testing.assert_allclose(got_grads[name], want_grads[name], rtol=1e-4, atol=1e-5)
+
+
+def test_projection_matches_pytorch_and_clipping_matches_kernels():
+    torch = pytest.importorskip("torch")
+    T, N, C, H, P = 5, 3, 4, 6, 3
+    layer = fusedrnn.LSTM(H, projection_size=P, use_sequence_length=True)
+    layer.initialize(mx.init.Uniform(0.4))
+    x = np.random.default_rng(7).standard_normal((T, N, C)).astype(np.float32)
+    lengths = [5, 2, 4]
+    out, (h, c) = layer(mx.nd.array(x), layer.begin_state(batch_size=N),
+                        sequence_length=mx.nd.array(lengths))
+    ref = torch.nn.LSTM(C, H, proj_size=P)
+    with torch.no_grad():
+        for g, t in (("i2h_weight", "weight_ih_l0"), ("h2h_weight", "weight_hh_l0"),
+                     ("i2h_bias", "bias_ih_l0"), ("h2h_bias", "bias_hh_l0"),
+                     ("h2r_weight", "weight_hr_l0")):
+            getattr(ref, t).copy_(torch.tensor(getattr(layer, "l0_" + g).data().asnumpy()))
+        packed = torch.nn.utils.rnn.pack_padded_sequence(torch.tensor(x), torch.tensor(lengths),
+                                                         enforce_sorted=False)
+        t_out, (t_h, t_c) = ref(packed)
+        t_out = torch.nn.utils.rnn.pad_packed_sequence(t_out, total_length=T)[0]
+    np.testing.assert_allclose(out.asnumpy(), t_out.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(h.asnumpy(), t_h.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(c.asnumpy(), t_c.numpy(), rtol=1e-5, atol=1e-6)
+
+    clipped = fusedrnn.LSTM(H, state_clip_min=-0.1, state_clip_max=0.1, state_clip_nan=True)
+    clipped.initialize(mx.init.Uniform(0.4))
+    out, (h, c) = clipped(mx.nd.array(x), clipped.begin_state(batch_size=N))
+    w = {g: getattr(clipped, "l0_" + g).data().asnumpy()
+         for g in ("i2h_weight", "h2h_weight", "i2h_bias", "h2h_bias")}
+    zeros = np.zeros((N, H), np.float32)
+    want = fusedrnn.kernels.forward("lstm", x, w["i2h_weight"], w["h2h_weight"], w["i2h_bias"],
+                                    w["h2h_bias"], zeros, zeros, clip_min=-0.1, clip_max=0.1,
+                                    clip_nan=True)
+    np.testing.assert_array_equal(out.asnumpy(), want.y)
+    np.testing.assert_array_equal(c.asnumpy()[0], want.cy)
+    assert np.abs(c.asnumpy()).max() <= np.float32(0.1)
