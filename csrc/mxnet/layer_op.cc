@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "fusedrnn/rnn.h"
+#include "guard.h"
 
 using mxnet::ext::CustomStatefulOp;
 using mxnet::ext::MXContext;
@@ -196,15 +197,7 @@ std::vector<int32_t> read_lengths(const MXTensor& t, int64_t T) {
 
 template <typename F>
 MXReturnValue guarded(F&& f) {
-  try {
-    f();
-    return MX_SUCCESS;
-  } catch (const std::exception& e) {
-    MX_ERROR_MSG << "_fusedrnn_layer: " << e.what();
-  } catch (...) {
-    MX_ERROR_MSG << "_fusedrnn_layer: unknown error";
-  }
-  return MX_FAIL;
+  return fusedrnn::mxnet_ops::guarded("_fusedrnn_layer", f);
 }
 
 class LayerOp : public CustomStatefulOp {

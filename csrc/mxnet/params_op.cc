@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "fusedrnn/rnn.h"
+#include "guard.h"
 
 using mxnet::ext::MXReturnValue;
 using mxnet::ext::MXTensor;
@@ -92,15 +93,7 @@ std::vector<Piece> layout(const Attrs& attrs, int64_t C, int64_t* total) {
 
 template <typename F>
 MXReturnValue guarded(F&& f) {
-  try {
-    f();
-    return MX_SUCCESS;
-  } catch (const std::exception& e) {
-    MX_ERROR_MSG << "_fusedrnn_params: " << e.what();
-  } catch (...) {
-    MX_ERROR_MSG << "_fusedrnn_params: unknown error";
-  }
-  return MX_FAIL;
+  return fusedrnn::mxnet_ops::guarded("_fusedrnn_params", f);
 }
 
 std::vector<Piece> checked_layout(const Attrs& attrs, const std::vector<unsigned>& data,

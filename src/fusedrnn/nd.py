@@ -51,14 +51,8 @@ def RNN(data=None, parameters=None, state=None, state_cell=None, sequence_length
         lstm_state_clip_max=None, lstm_state_clip_nan=False, use_sequence_length=False,
         reset_after=True, **kwargs):
     """Drop-in for `mx.nd.RNN` (data in TNC layout); see the module docstring."""
-    _check_options(kwargs, mode, state_size, num_layers)
-    for name, value in (("data", data), ("parameters", parameters), ("state", state)):
-        if not isinstance(value, mx.nd.NDArray):
-            raise TypeError(f"{name} must be an NDArray")
-    if mode == "lstm" and not isinstance(state_cell, mx.nd.NDArray):
-        raise TypeError("state_cell must be an NDArray for mode 'lstm'")
-    if use_sequence_length and not isinstance(sequence_length, mx.nd.NDArray):
-        raise TypeError("sequence_length must be an NDArray when use_sequence_length=True")
+    _check_arguments(mx.nd.NDArray, kwargs, data, parameters, state, state_cell,
+                     sequence_length, state_size, num_layers, mode, use_sequence_length)
     if data.ndim != 3:
         raise ValueError(f"data must be [T, N, C]; got shape {data.shape}")
     dirs = 2 if bidirectional else 1
@@ -73,7 +67,10 @@ def RNN(data=None, parameters=None, state=None, state_cell=None, sequence_length
     return outs if state_outputs else outs[0]
 
 
-def _check_options(kwargs, mode, state_size, num_layers):
+def _check_arguments(kind, kwargs, data, parameters, state, state_cell, sequence_length,
+                     state_size, num_layers, mode, use_sequence_length):
+    """The checks nd.RNN and sym.RNN share; kind is NDArray or Symbol."""
+    what = "an NDArray" if kind is mx.nd.NDArray else "a Symbol"
     if kwargs:
         raise TypeError(f"RNN() got unexpected arguments {sorted(kwargs)}")
     if mode not in GATES:
@@ -82,6 +79,13 @@ def _check_options(kwargs, mode, state_size, num_layers):
         raise ValueError(f"state_size must be a positive integer; got {state_size!r}")
     if int(num_layers) < 1:
         raise ValueError(f"num_layers must be a positive integer; got {num_layers!r}")
+    for name, value in (("data", data), ("parameters", parameters), ("state", state)):
+        if not isinstance(value, kind):
+            raise TypeError(f"{name} must be {what}")
+    if mode == "lstm" and not isinstance(state_cell, kind):
+        raise TypeError(f"state_cell must be {what} for mode 'lstm'")
+    if use_sequence_length and not isinstance(sequence_length, kind):
+        raise TypeError(f"sequence_length must be {what} when use_sequence_length=True")
 
 
 def _rnn(F, data, parameters, state, state_cell, sequence_length, state_size, num_layers,
