@@ -156,17 +156,20 @@ def test_sym_rnn_matches_mxnet(mode, layers, bidirectional, state_outputs):
         np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-11)
 
 
-def test_single_layer_parameters_accumulate_with_grad_req_add():
-    arrays = random_case("gru", 4, 2, 3, 5, 1, False, np.float64)
+@pytest.mark.parametrize("layers,bidirectional", [(1, False), (2, True)])
+def test_parameters_accumulate_with_grad_req_add(layers, bidirectional):
+    arrays = random_case("gru", 4, 2, 3, 5, layers, bidirectional, np.float64)
     params = arrays[1]
     params.attach_grad(grad_req="add")
+    kw = dict(state_size=5, mode="gru", num_layers=layers, bidirectional=bidirectional,
+              name="rnn")
     for _ in range(2):
         with mx.autograd.record():
-            loss = fnd.RNN(arrays[0], params, arrays[2], state_size=5, mode="gru").sum()
+            loss = fnd.RNN(arrays[0], params, arrays[2], **kw).sum()
         loss.backward()
     twice = params.grad.asnumpy().copy()
     params.grad[:] = 0
     with mx.autograd.record():
-        loss = fnd.RNN(arrays[0], params, arrays[2], state_size=5, mode="gru").sum()
+        loss = fnd.RNN(arrays[0], params, arrays[2], **kw).sum()
     loss.backward()
     np.testing.assert_allclose(twice, 2 * params.grad.asnumpy(), rtol=1e-12)

@@ -49,8 +49,9 @@ def RNN(data=None, parameters=None, state=None, state_cell=None, sequence_length
         state_size=None, num_layers=1, bidirectional=False, mode=None, p=0.0,
         state_outputs=False, projection_size=None, lstm_state_clip_min=None,
         lstm_state_clip_max=None, lstm_state_clip_nan=False, use_sequence_length=False,
-        reset_after=True, **kwargs):
-    """Drop-in for `mx.nd.RNN` (data in TNC layout); see the module docstring."""
+        reset_after=True, name=None, **kwargs):
+    """Drop-in for `mx.nd.RNN` (data in TNC layout); see the module docstring. `name` is
+    accepted for compatibility and unused."""
     _check_arguments(mx.nd.NDArray, kwargs, data, parameters, state, state_cell,
                      sequence_length, state_size, num_layers, mode, use_sequence_length)
     if data.ndim != 3:
