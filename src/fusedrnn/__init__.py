@@ -12,6 +12,7 @@ _ctypes.CDLL(_os.path.join(_openblas.get_lib_dir(), _openblas.get_library(fullna
 
 from . import _C, kernels, reference  # noqa: E402
 from ._results import ForwardResult, Gradients  # noqa: E402
+from .bucketing import BucketSampler, pad_collate  # noqa: E402
 from .padding import Padded, pad_sequences  # noqa: E402
 
 
@@ -31,4 +32,5 @@ from .layers import GRU, LSTM, RNN  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = ["kernels", "reference", "nd", "sym", "LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell",
-           "pad_sequences", "Padded", "ForwardResult", "Gradients"]
+           "pad_sequences", "Padded", "BucketSampler", "pad_collate", "ForwardResult",
+           "Gradients"]
