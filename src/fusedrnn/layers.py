@@ -36,7 +36,6 @@ class _FusedLayer:
             if self._lstm_state_clip_min is not None:
                 attrs.update(clip_min=self._lstm_state_clip_min,
                              clip_max=self._lstm_state_clip_max)
-        layers = self._num_layers * self._dir
 
         def state_of(s, k):
             return F.squeeze(F.slice_axis(s, axis=0, begin=k, end=k + 1), axis=0)
@@ -75,7 +74,6 @@ class _FusedLayer:
         new_states = [F.stack(*hys, axis=0)]
         if self._mode == "lstm":
             new_states.append(F.stack(*cys, axis=0))
-        assert len(hys) == layers
         return x, new_states
 
 
