@@ -98,6 +98,15 @@ void gemm<float>(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha,
       for (int64_t j = 0; j < n; ++j) c[i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
     return;
   }
+  if (m == 1) {
+    // One row (a cell at batch 1): GEMV, which streams the matrix once; OpenBLAS's GEMM
+    // would pack it first. (c may hold garbage, NaN included: with beta 0, clear it rather
+    // than trust 0 * NaN.)
+    if (beta == 0) std::fill(c, c + n, 0);
+    scipy_cblas_sgemv(CblasRowMajor, tb ? CblasNoTrans : CblasTrans, tb ? n : k, tb ? k : n,
+                      alpha, b, ldb, a, ta ? lda : 1, beta, c, 1);
+    return;
+  }
   scipy_cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
                     m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
@@ -110,6 +119,15 @@ void gemm<double>(bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alph
   if (k == 0) {
     for (int64_t i = 0; i < m; ++i)
       for (int64_t j = 0; j < n; ++j) c[i * ldc + j] = beta == 0.0 ? 0.0 : beta * c[i * ldc + j];
+    return;
+  }
+  if (m == 1) {
+    // One row (a cell at batch 1): GEMV, which streams the matrix once; OpenBLAS's GEMM
+    // would pack it first. (c may hold garbage, NaN included: with beta 0, clear it rather
+    // than trust 0 * NaN.)
+    if (beta == 0) std::fill(c, c + n, 0);
+    scipy_cblas_dgemv(CblasRowMajor, tb ? CblasNoTrans : CblasTrans, tb ? n : k, tb ? k : n,
+                      alpha, b, ldb, a, ta ? lda : 1, beta, c, 1);
     return;
   }
   scipy_cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
@@ -151,8 +169,9 @@ void Arena::release(Mark m) {
 template <typename T>
 void big_gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, T alpha, const T* a,
               int64_t lda, const T* b, int64_t ldb, T beta, T* c, int64_t ldc) {
-  // Below ~1M multiply-adds (tens of microseconds) waking the pool costs more than it saves.
-  const int threads = m * n * k < (int64_t{1} << 20) ? 1 : loop_threads();
+  // Below ~4M multiply-adds (a few tens of microseconds on one core) waking the pool costs
+  // more than it saves (measured on the steps of cells at batch 16, H = 256).
+  const int threads = m * n * k < (int64_t{1} << 22) ? 1 : loop_threads();
   parallel_run(threads, [&](int tid, int nt, Barrier&) {
     int64_t lo, hi;
     if (m >= n) {
@@ -409,7 +428,9 @@ void backward(const RnnDesc& d, const int32_t* lengths, const T* x, const Weight
 
   if (g.dx != nullptr) {
     T* dxp = pack ? take(plan.rows * C) : g.dx;
-    if (detail::use_avx512()) {
+    if (plan.rows < 16) {  // too few rows to repay packing W_ih
+      detail::big_gemm<T>(false, false, plan.rows, C, GH, T(1), dgx, GH, w.w_ih, C, T(0), dxp, C);
+    } else if (detail::use_avx512()) {
       detail::avx512::input_gradient(plan.rows, GH, C, dgx, w.w_ih, dxp);
     } else {
       detail::base::input_gradient(plan.rows, GH, C, dgx, w.w_ih, dxp);

@@ -5,6 +5,8 @@
 // Forward stores [r, z, n, q] per row ([rows, 4H]) where q = W_hn h + b_hn (reset_after) or
 // q = r * h (reset before); the input projection is computed into the first 3H columns of
 // the same rows, so training needs no other buffer.
+#include <array>
+
 #include "families.h"
 #include "panel.h"
 
@@ -27,22 +29,80 @@ void gru_forward(const FwdArgs<T>& a) {
   const T* bi = a.w.b_ih;
   const T* bh = a.w.b_hh;
   const int64_t panels = unit_blocks<T>(H);
+  // One step (a cell): the weights are used once, so they go to the general GEMM unpacked.
+  const bool direct = p.steps == 1;
 
   // Packed recurrent weights: reset_after, one product for r z n; reset before, r z first
-  // and n (from r * h) after.
-  const int64_t w_size = panels * H * G * L;
+  // and n (from r * h) after. Unpacked, the recurrent products of the step go to gh.
+  const int64_t w_size = direct ? d.batch * G : panels * H * G * L;
   Buffer<T> scratch(w_size + (keep ? 0 : p.rows * S));
   T* w_rz = scratch.get();
   T* w_n = w_rz + panels * H * 2 * L;
+  T* gh = scratch.get();
   T* rows = keep ? a.extra : w_rz + w_size;
 
   big_gemm<T>(false, true, p.rows, G, C, T(1), a.xp, C, a.w.w_ih, C, T(0), rows, S);
-  // r or z (gate g) of units [j, j + m): the recurrent product, the input projection stored
-  // in the row sk, and both biases.
+  // The cell updates for units [j, j + m) of one row sk (input projection in, what backward
+  // needs out), from the recurrent products acc of h (and, reset before, of r * h).
   const auto sigmoid_gate = [&](const Vec<T>& acc, const T* sk, int g, int64_t j, auto m) {
     return vsigmoid(acc + load(sk + g * H + j, m) + load(bi + g * H + j, m) +
                     load(bh + g * H + j, m));
   };
+  const auto update_after = [&](const Vec<T>* acc, T* sk, const T* hp, T* ho, int64_t j,
+                                auto m) {
+    const Vec<T> r = sigmoid_gate(acc[0], sk, 0, j, m);
+    const Vec<T> z = sigmoid_gate(acc[1], sk, 1, j, m);
+    const Vec<T> q = acc[2] + load(bh + 2 * H + j, m);
+    const Vec<T> n = vtanh(load(sk + 2 * H + j, m) + load(bi + 2 * H + j, m) + r * q);
+    store(ho + j, (T(1) - z) * n + z * load(hp + j, m), m);
+    store(sk + j, r, m);
+    store(sk + H + j, z, m);
+    store(sk + 2 * H + j, n, m);
+    store(sk + 3 * H + j, q, m);
+  };
+  const auto update_rz = [&](const Vec<T>* acc, T* sk, const T* hp, int64_t j, auto m) {
+    const Vec<T> r = sigmoid_gate(acc[0], sk, 0, j, m);
+    store(sk + j, r, m);
+    store(sk + H + j, sigmoid_gate(acc[1], sk, 1, j, m), m);
+    store(sk + 3 * H + j, r * load(hp + j, m), m);
+  };
+  const auto update_n = [&](const Vec<T>* acc, T* sk, const T* hp, T* ho, int64_t j, auto m) {
+    const Vec<T> z = load(sk + H + j, m);
+    const Vec<T> n = vtanh(acc[0] + load(sk + 2 * H + j, m) + load(bi + 2 * H + j, m) +
+                           load(bh + 2 * H + j, m));
+    store(ho + j, (T(1) - z) * n + z * load(hp + j, m), m);
+    store(sk + 2 * H + j, n, m);
+  };
+
+  if (direct) {
+    const int64_t B = p.batch[0];
+    const auto products = [&](int64_t k, int64_t col, int count, int64_t j, auto m) {
+      Vec<T> acc[3] = {};
+      for (int g = 0; g < count; ++g) acc[g] = load(gh + k * G + col + g * H + j, m);
+      return std::array<Vec<T>, 3>{acc[0], acc[1], acc[2]};
+    };
+    big_gemm<T>(false, true, B, d.reset_after ? G : 2 * H, H, T(1), a.h0, H, a.w.w_hh, H, T(0),
+                gh, G);
+    for (int64_t k = 0; k < B; ++k)
+      for_lanes<T>(0, H, [&](int64_t j, auto m) {
+        const auto acc = products(k, 0, d.reset_after ? 3 : 2, j, m);
+        if (d.reset_after) {
+          update_after(acc.data(), rows + k * S, a.h0 + k * H, a.hp + k * H, j, m);
+        } else {
+          update_rz(acc.data(), rows + k * S, a.h0 + k * H, j, m);
+        }
+      });
+    if (d.reset_after) return;
+    big_gemm<T>(false, true, B, H, H, T(1), rows + 3 * H, S, a.w.w_hh + 2 * H * H, H, T(0),
+                gh + 2 * H, G);
+    for (int64_t k = 0; k < B; ++k)
+      for_lanes<T>(0, H, [&](int64_t j, auto m) {
+        const auto acc = products(k, 2 * H, 1, j, m);
+        update_n(acc.data(), rows + k * S, a.h0 + k * H, a.hp + k * H, j, m);
+      });
+    return;
+  }
+
   const int threads = threads_for(p.steps ? p.batch[0] : 0, H, p.steps ? p.batch[0] * G * H : 0);
   parallel_run(threads, [&](int tid, int n, Barrier& barrier) {
     int64_t b0, b1;  // this thread's panels of L units
@@ -61,44 +121,22 @@ void gru_forward(const FwdArgs<T>& a) {
       if (d.reset_after) {
         panel_product<T, 3>(B, H, h_prev, H, w_rz, b0, b1,
                             [&](int64_t b, int64_t k, const Vec<T>* acc) {
-          const int64_t j = b * L;
-          T* sk = s + k * S;
-          at_block<T>(j, H, [&](auto m) {
-            const Vec<T> r = sigmoid_gate(acc[0], sk, 0, j, m);
-            const Vec<T> z = sigmoid_gate(acc[1], sk, 1, j, m);
-            const Vec<T> q = acc[2] + load(bh + 2 * H + j, m);
-            const Vec<T> n = vtanh(load(sk + 2 * H + j, m) + load(bi + 2 * H + j, m) + r * q);
-            store(h_out + k * H + j, (T(1) - z) * n + z * load(h_prev + k * H + j, m), m);
-            store(sk + j, r, m);
-            store(sk + H + j, z, m);
-            store(sk + 2 * H + j, n, m);
-            store(sk + 3 * H + j, q, m);
+          at_block<T>(b * L, H, [&](auto m) {
+            update_after(acc, s + k * S, h_prev + k * H, h_out + k * H, b * L, m);
           });
         });
       } else {
         panel_product<T, 2>(B, H, h_prev, H, w_rz, b0, b1,
                             [&](int64_t b, int64_t k, const Vec<T>* acc) {
-          const int64_t j = b * L;
-          T* sk = s + k * S;
-          at_block<T>(j, H, [&](auto m) {
-            const Vec<T> r = sigmoid_gate(acc[0], sk, 0, j, m);
-            const Vec<T> z = sigmoid_gate(acc[1], sk, 1, j, m);
-            store(sk + j, r, m);
-            store(sk + H + j, z, m);
-            store(sk + 3 * H + j, r * load(h_prev + k * H + j, m), m);
+          at_block<T>(b * L, H, [&](auto m) {
+            update_rz(acc, s + k * S, h_prev + k * H, b * L, m);
           });
         });
         barrier.wait();  // W_hn (r * h) needs every unit of r * h
         panel_product<T, 1>(B, H, s + 3 * H, S, w_n, b0, b1,
                             [&](int64_t b, int64_t k, const Vec<T>* acc) {
-          const int64_t j = b * L;
-          T* sk = s + k * S;
-          at_block<T>(j, H, [&](auto m) {
-            const Vec<T> z = load(sk + H + j, m);
-            const Vec<T> n = vtanh(acc[0] + load(sk + 2 * H + j, m) + load(bi + 2 * H + j, m) +
-                                   load(bh + 2 * H + j, m));
-            store(h_out + k * H + j, (T(1) - z) * n + z * load(h_prev + k * H + j, m), m);
-            store(sk + 2 * H + j, n, m);
+          at_block<T>(b * L, H, [&](auto m) {
+            update_n(acc, s + k * S, h_prev + k * H, h_out + k * H, b * L, m);
           });
         });
       }

@@ -105,14 +105,18 @@ void lstm_forward(const FwdArgs<T>& a) {
   // Small weights: the input product joins the recurrent one, [x_t | h] @ [W_ih | W_hh]^T per
   // step, so the input pre-activations never go through memory and the packed weights stay
   // in cache across steps. Larger ones keep a single input product over all steps.
-  const bool fuse_input =
-      unit_panels * L * G * (C + P) * static_cast<int64_t>(sizeof(T)) <= kFuseBytes * threads;
+  // One step (a cell): the weights are used once, so packing them would not pay; the general
+  // GEMM computes the gates and the cell update runs on them.
+  const bool direct = p.steps == 1;
+  const bool fuse_input = !direct && unit_panels * L * G * (C + P) *
+                                         static_cast<int64_t>(sizeof(T)) <= kFuseBytes * threads;
   const int64_t K = fuse_input ? C + P : P;
 
   const bool need_gates = keep || !fuse_input;
   const int64_t gates_ws = keep || !need_gates ? 0 : p.rows * G;
   const int64_t hraw_ws = proj && !keep ? d.batch * H : 0;
-  const int64_t w_size = unit_panels * K * G * L, w_hr_size = proj ? proj_panels * H * L : 0;
+  const int64_t w_size = direct ? 0 : unit_panels * K * G * L;
+  const int64_t w_hr_size = proj && !direct ? proj_panels * H * L : 0;
   Buffer<T> scratch(G + gates_ws + hraw_ws + w_size + w_hr_size);
   T* bias = scratch.get();
   T* gates = keep ? a.extra : need_gates ? bias + G : nullptr;
@@ -123,6 +127,19 @@ void lstm_forward(const FwdArgs<T>& a) {
 
   if (!fuse_input)
     big_gemm<T>(false, true, p.rows, G, C, T(1), a.xp, C, a.w.w_ih, C, T(0), gates, G);
+  if (direct) {
+    const int64_t B = p.batch[0];
+    big_gemm<T>(false, true, B, G, P, T(1), a.h0, P, a.w.w_hh, P, T(1), gates, G);
+    const Vec<T> none[4] = {};
+    T* h_out = proj ? hraw : a.hp;
+    for (int64_t r = 0; r < B; ++r)
+      for_lanes<T>(0, H, [&](int64_t j, auto m) {
+        cell_forward<T>(none, gates + r * G, keep ? gates + r * G : nullptr, H, j, m, bias,
+                        a.c0 + r * H, a.cp + r * H, h_out + r * (proj ? H : P), clip);
+      });
+    if (proj) big_gemm<T>(false, true, B, P, H, T(1), hraw, H, a.w.w_hr, H, T(0), a.hp, P);
+    return;
+  }
   const bool by_rows = split_by_rows(p, threads, (w_size + w_hr_size) * sizeof(T));
   parallel_run(threads, [&](int tid, int n, Barrier& barrier) {
     // Each thread packs its share of the panels: units [u0, u1) and projection columns
@@ -249,8 +266,34 @@ void lstm_backward_panels(const BwdArgs<T>& a) {
   if (proj && a.dw_hr) big_gemm<T>(true, false, P, H, p.rows, T(1), dr, P, hraw, H, T(0), a.dw_hr, H);
 }
 
+// Backward of a single step (a cell): general GEMMs, no packing (see lstm_forward).
+template <typename T>
+void lstm_backward_step(const BwdArgs<T>& a) {
+  const RnnDesc& d = a.desc;
+  const int64_t H = d.hidden_size, P = d.out_size(), G = 4 * H, B = a.plan.batch[0];
+  const bool proj = d.proj_size > 0;
+  const T* hraw = proj ? a.extra + d.steps * d.batch * G : nullptr;
+  Buffer<T> scratch(proj ? B * (P + H) : 0);
+  T* dstate = proj ? scratch.get() : a.dh;
+  for (int64_t k = 0; k < B * P; ++k) dstate[k] = a.dh[k] + (a.dyp ? a.dyp[k] : T(0));
+  const T* dh = a.dh;
+  if (proj) {
+    big_gemm<T>(false, false, B, H, P, T(1), dstate, P, a.w.w_hr, H, T(0), dstate + B * P, H);
+    dh = dstate + B * P;
+  }
+  backward_rows(B, H, 0, H, a.extra, a.cp, a.c0, dh, a.dc, a.dgx, Clip<T>(d));
+  big_gemm<T>(false, false, B, P, G, T(1), a.dgx, G, a.w.w_hh, P, T(0), a.dh, P);
+  if (a.dw_hh) big_gemm<T>(true, false, G, P, B, T(1), a.dgx, G, a.hprev, P, T(0), a.dw_hh, P);
+  if (a.db_hh) column_sums(a.dgx, B, G, G, a.db_hh);
+  if (proj && a.dw_hr) big_gemm<T>(true, false, P, H, B, T(1), dstate, P, hraw, H, T(0), a.dw_hr, H);
+}
+
 template <typename T>
 void lstm_backward(const BwdArgs<T>& a) {
+  if (a.plan.steps == 1) {
+    lstm_backward_step(a);
+    return;
+  }
   with_panel_width<T>(a.desc.out_size(), loop_threads(), [&](auto v) {
     lstm_backward_panels<T, decltype(v)::value>(a);
   });

@@ -15,7 +15,7 @@ void input_gradient(int64_t rows, int64_t GH, int64_t C, const T* dg, const T* w
   const int64_t panels = column_blocks<T>(C, V);
   Buffer<T> packed(panels * GH * V * kLanes<T>);
   pack_columns(w_ih, GH, C, V, C, 0, panels, packed.get());
-  const int threads = rows * GH * C < (int64_t{1} << 20) ? 1 : loop_threads();
+  const int threads = rows * GH * C < (int64_t{1} << 22) ? 1 : loop_threads();
   parallel_run(threads, [&](int tid, int n, Barrier&) {
     int64_t r0, r1;
     split(rows, tid, n, 16, &r0, &r1);

@@ -24,6 +24,17 @@ void rnn_forward(const FwdArgs<T>& a) {
   T* w_hh = bias + H;
   for (int64_t j = 0; j < H; ++j) bias[j] = a.w.b_ih[j] + a.w.b_hh[j];
   big_gemm<T>(false, true, p.rows, H, C, T(1), a.xp, C, a.w.w_ih, C, T(0), a.hp, H);
+  const auto activate = [&](T* h, int64_t j, auto m) {
+    const Vec<T> pre = load(h + j, m) + load(bias + j, m);
+    store(h + j, relu ? (pre > T(0) ? pre : Vec<T>{}) : vtanh(pre), m);
+  };
+  if (p.steps == 1) {  // one step (a cell): the weights are used once, not worth packing
+    const int64_t B = p.batch[0];
+    big_gemm<T>(false, true, B, H, H, T(1), a.h0, H, a.w.w_hh, H, T(1), a.hp, H);
+    for (int64_t k = 0; k < B; ++k)
+      for_lanes<T>(0, H, [&](int64_t j, auto m) { activate(a.hp + k * H, j, m); });
+    return;
+  }
   const int threads = threads_for(p.steps ? p.batch[0] : 0, H, p.steps ? p.batch[0] * H * H : 0);
   parallel_run(threads, [&](int tid, int n, Barrier& barrier) {
     int64_t b0, b1;
@@ -37,8 +48,8 @@ void rnn_forward(const FwdArgs<T>& a) {
                           [&](int64_t b, int64_t k, const Vec<T>* acc) {
         const int64_t j = b * L;
         at_block<T>(j, H, [&](auto m) {
-          const Vec<T> pre = acc[0] + load(h + k * H + j, m) + load(bias + j, m);
-          store(h + k * H + j, relu ? (pre > T(0) ? pre : Vec<T>{}) : vtanh(pre), m);
+          store(h + k * H + j, acc[0] + load(h + k * H + j, m), m);
+          activate(h + k * H, j, m);
         });
       });
       barrier.wait();
