@@ -15,21 +15,26 @@ namespace detail {
 // Samples are processed sorted by length, longest first, so that the samples still running at
 // step t are always the first batch[t] rows: each step's work is one dense block and the total
 // work follows sum(lengths), not T * N. Row (t, k) of a "packed" array is row offset[t] + k.
-// Only time_index() knows how a step maps to a position in x and y, so per-sample start
-// offsets (pre-padded batches) can later be added there alone.
+// Only time_index() knows how a step maps to a position in x and y (Valid::positions: pre-
+// padded batches and masks with holes).
 struct Plan {
   int64_t T = 0, N = 0;
   int64_t steps = 0;           // longest length: the number of steps to run
   int64_t rows = 0;            // sum of lengths
   bool reverse = false;
+  bool carry = false;          // Valid::carry
+  const int32_t* positions = nullptr;  // Valid::positions
   bool identity = false;       // packed layout == [T, N] layout: no gather or scatter needed
   std::vector<int64_t> order;  // order[k]: original index of the k-th longest sample
   std::vector<int64_t> len;    // len[k] = lengths[order[k]]
   std::vector<int64_t> batch;  // batch[t]: samples running at step t (non-increasing)
   std::vector<int64_t> offset; // offset[t]: first packed row of step t; offset[steps] == rows
 
-  Plan(const RnnDesc& desc, const int32_t* lengths);
-  int64_t time_index(int64_t k, int64_t t) const { return reverse ? len[k] - 1 - t : t; }
+  Plan(const RnnDesc& desc, const Valid& valid);
+  int64_t time_index(int64_t k, int64_t t) const {
+    const int64_t s = reverse ? len[k] - 1 - t : t;
+    return positions != nullptr ? positions[order[k] * T + s] : s;
+  }
 };
 
 // Row-major C[M, N] = alpha * op(A) op(B) + beta * C.
@@ -46,9 +51,17 @@ void big_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alp
 // Gathers [T, N, W] rows into the packed layout, rows ld apart in dst.
 template <typename T>
 void gather_rows(const Plan& plan, const T* src, int64_t width, T* dst, int64_t ld);
-// Scatters packed rows into [T, N, W], zeroing positions past each sample's length.
+// Scatters packed rows into [T, N, W]; the positions a sample skips get 0.
 template <typename T>
 void scatter_rows(const Plan& plan, const T* src, int64_t width, T* dst);
+// Forward output y: scatter_rows, or with plan.carry each skipped position gets the row of
+// the sample's previous step in visiting order (0 before the first).
+template <typename T>
+void scatter_output(const Plan& plan, const T* src, int64_t width, T* dst);
+// The adjoint of scatter_output for dy: each packed row also sums the skipped positions'
+// rows that carried it.
+template <typename T>
+void gather_output_grad(const Plan& plan, const T* src, int64_t width, T* dst);
 // [N, W] state in original sample order <-> sorted order.
 template <typename T>
 void gather_state(const Plan& plan, const T* src, int64_t width, T* dst);

@@ -28,7 +28,8 @@ void require(bool ok, const std::string& message) {
 
 }  // namespace
 
-void validate(const RnnDesc& d, const int32_t* lengths) {
+void validate(const RnnDesc& d, const Valid& valid) {
+  const int32_t* lengths = valid.lengths;
   require(d.steps >= 0, "steps (T) must be >= 0, got " + std::to_string(d.steps));
   require(d.batch >= 0, "batch (N) must be >= 0, got " + std::to_string(d.batch));
   require(d.input_size >= 0, "input_size must be >= 0, got " + std::to_string(d.input_size));
@@ -53,6 +54,17 @@ void validate(const RnnDesc& d, const int32_t* lengths) {
                   " is outside [0, " + std::to_string(d.steps) + "]");
     }
   }
+  if (valid.positions != nullptr) {
+    require(lengths != nullptr, "positions need lengths");
+    for (int64_t n = 0; n < d.batch; ++n) {
+      const int32_t* row = valid.positions + n * d.steps;
+      for (int32_t s = 0; s < lengths[n]; ++s) {
+        require(row[s] >= 0 && row[s] < d.steps && (s == 0 || row[s] > row[s - 1]),
+                "positions[" + std::to_string(n) + "] must be strictly increasing in [0, " +
+                    std::to_string(d.steps) + ")");
+      }
+    }
+  }
 }
 
 size_t reserve_size(const RnnDesc& d) {
@@ -68,8 +80,10 @@ size_t reserve_size(const RnnDesc& d) {
 
 namespace detail {
 
-Plan::Plan(const RnnDesc& d, const int32_t* lengths)
-    : T(d.steps), N(d.batch), reverse(d.reverse), order(d.batch), len(d.batch) {
+Plan::Plan(const RnnDesc& d, const Valid& valid)
+    : T(d.steps), N(d.batch), reverse(d.reverse), carry(valid.carry),
+      positions(valid.positions), order(d.batch), len(d.batch) {
+  const int32_t* lengths = valid.lengths;
   std::iota(order.begin(), order.end(), int64_t{0});
   if (lengths != nullptr) {
     std::stable_sort(order.begin(), order.end(),
@@ -207,6 +221,44 @@ void scatter_rows(const Plan& p, const T* src, int64_t w, T* dst) {
 }
 
 template <typename T>
+void scatter_output(const Plan& p, const T* src, int64_t w, T* dst) {
+  if (!p.carry) return scatter_rows(p, src, w, dst);
+  for (int64_t k = 0; k < p.N; ++k) {
+    const T* last = nullptr;
+    int64_t s = 0;  // the sample's next step
+    for (int64_t i = 0; i < p.T; ++i) {
+      const int64_t t = p.reverse ? p.T - 1 - i : i;
+      T* out = dst + (t * p.N + p.order[k]) * w;
+      if (s < p.len[k] && p.time_index(k, s) == t) last = src + (p.offset[s++] + k) * w;
+      if (last != nullptr) {
+        std::copy(last, last + w, out);
+      } else {
+        std::fill(out, out + w, T(0));
+      }
+    }
+  }
+}
+
+template <typename T>
+void gather_output_grad(const Plan& p, const T* src, int64_t w, T* dst) {
+  if (!p.carry) return gather_rows(p, src, w, dst, w);
+  for (int64_t k = 0; k < p.N; ++k) {
+    T* acc = nullptr;
+    int64_t s = 0;
+    for (int64_t i = 0; i < p.T; ++i) {
+      const int64_t t = p.reverse ? p.T - 1 - i : i;
+      const T* in = src + (t * p.N + p.order[k]) * w;
+      if (s < p.len[k] && p.time_index(k, s) == t) {
+        acc = dst + (p.offset[s++] + k) * w;
+        std::copy(in, in + w, acc);
+      } else if (acc != nullptr) {
+        for (int64_t j = 0; j < w; ++j) acc[j] += in[j];
+      }
+    }
+  }
+}
+
+template <typename T>
 void gather_state(const Plan& p, const T* src, int64_t w, T* dst) {
   for (int64_t k = 0; k < p.N; ++k) {
     if (src == nullptr) {
@@ -254,6 +306,8 @@ void column_sums(const T* g, int64_t rows, int64_t ld, int64_t width, T* out) {
                             const T*, int64_t, T, T*, int64_t);                            \
   template void gather_rows<T>(const Plan&, const T*, int64_t, T*, int64_t);             \
   template void scatter_rows<T>(const Plan&, const T*, int64_t, T*);                     \
+  template void scatter_output<T>(const Plan&, const T*, int64_t, T*);                   \
+  template void gather_output_grad<T>(const Plan&, const T*, int64_t, T*);               \
   template void gather_state<T>(const Plan&, const T*, int64_t, T*);                     \
   template void scatter_state<T>(const Plan&, const T*, int64_t, T*);                    \
   template void gather_final<T>(const Plan&, const T*, const T*, int64_t, T*);           \
@@ -305,10 +359,10 @@ using detail::Plan;
 const char* instruction_set() { return detail::use_avx512() ? "avx512" : "base"; }
 
 template <typename T>
-void forward(const RnnDesc& d, const int32_t* lengths, const T* x, const Weights<T>& w,
+void forward(const RnnDesc& d, const Valid& valid, const T* x, const Weights<T>& w,
              const T* h0, const T* c0, T* y, T* hy, T* cy, T* reserve) {
-  validate(d, lengths);
-  const Plan plan(d, lengths);
+  validate(d, valid);
+  const Plan plan(d, valid);
   const int64_t C = d.input_size, H = d.hidden_size, P = d.out_size(), TN = d.steps * d.batch;
   const bool lstm = d.mode == Mode::kLstm;
 
@@ -348,19 +402,19 @@ void forward(const RnnDesc& d, const int32_t* lengths, const T* x, const Weights
   if (plan.identity) {
     if (hp != y) std::copy(hp, hp + TN * P, y);
   } else {
-    detail::scatter_rows(plan, hp, P, y);
+    detail::scatter_output(plan, hp, P, y);
   }
   if (hy != nullptr) detail::gather_final(plan, hp, h0s, P, hy);
   if (lstm && cy != nullptr) detail::gather_final(plan, cp, c0s, H, cy);
 }
 
 template <typename T>
-void backward(const RnnDesc& d, const int32_t* lengths, const T* x, const Weights<T>& w,
+void backward(const RnnDesc& d, const Valid& valid, const T* x, const Weights<T>& w,
               const T* h0, const T* c0, const T* reserve, const T* dy, const T* dhy,
               const T* dcy, const Grads<T>& g) {
-  validate(d, lengths);
+  validate(d, valid);
   if (reserve == nullptr) throw InvalidArgument("reserve is required for backward");
-  const Plan plan(d, lengths);
+  const Plan plan(d, valid);
   const int64_t C = d.input_size, H = d.hidden_size, P = d.out_size(), TN = d.steps * d.batch;
   const int64_t GH = gate_count(d.mode) * H;
   const bool lstm = d.mode == Mode::kLstm;
@@ -409,7 +463,7 @@ void backward(const RnnDesc& d, const int32_t* lengths, const T* x, const Weight
   const T* dyp = dy;
   if (pack && dy != nullptr) {
     T* dpacked = take(plan.rows * P);
-    detail::gather_rows(plan, dy, P, dpacked, P);
+    detail::gather_output_grad(plan, dy, P, dpacked);
     dyp = dpacked;
   }
   T* c0s = take(d.batch * H);
@@ -457,9 +511,9 @@ void backward(const RnnDesc& d, const int32_t* lengths, const T* x, const Weight
 }
 
 #define FUSEDRNN_INSTANTIATE(T)                                                              \
-  template void forward<T>(const RnnDesc&, const int32_t*, const T*, const Weights<T>&,      \
+  template void forward<T>(const RnnDesc&, const Valid&, const T*, const Weights<T>&,        \
                            const T*, const T*, T*, T*, T*, T*);                              \
-  template void backward<T>(const RnnDesc&, const int32_t*, const T*, const Weights<T>&,     \
+  template void backward<T>(const RnnDesc&, const Valid&, const T*, const Weights<T>&,       \
                             const T*, const T*, const T*, const T*, const T*, const T*,      \
                             const Grads<T>&);
 FUSEDRNN_INSTANTIATE(float)

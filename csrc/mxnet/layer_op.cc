@@ -3,10 +3,11 @@
 // interface (lib_api.h). The building block of fusedrnn's MXNet-level RNN.
 //
 // inputs:  x [T, N, C], w_ih, w_hh, b_ih, b_hh, h0 [N, P], c0 [N, H] (lstm),
-//          w_hr [P, H] (projection=True), lengths [N] (use_lengths=True)
+//          w_hr [P, H] (projection=True), lengths [N] (use_lengths=True) or mask [T, N] of
+//          0/1 (use_mask=True: Keras masking, see fusedrnn::Valid::carry)
 // outputs: y [T, N, P], hy [N, P], cy [N, H] (lstm)
 // attributes: mode, reverse, reset_after, clip_min, clip_max, clip_nan, projection,
-//             use_lengths
+//             use_lengths, use_mask
 //
 // Every error goes back to MXNet as MX_FAIL with a message naming the argument; no C++
 // exception crosses the C boundary. lib_api does not say whether gradients are written or
@@ -37,10 +38,10 @@ namespace {
 struct LayerAttrs {
   fusedrnn::Mode mode = fusedrnn::Mode::kLstm;
   bool reverse = false, reset_after = true, clip = false, clip_nan = false;
-  bool projection = false, use_lengths = false;
+  bool projection = false, use_lengths = false, use_mask = false;
   double clip_min = 0, clip_max = 0;
   int num_inputs() const {
-    return 6 + (mode == fusedrnn::Mode::kLstm) + projection + use_lengths;
+    return 6 + (mode == fusedrnn::Mode::kLstm) + projection + (use_lengths || use_mask);
   }
   int num_outputs() const { return 2 + (mode == fusedrnn::Mode::kLstm); }
 };
@@ -89,6 +90,9 @@ LayerAttrs parse(const Attrs& attrs) {
   a.clip_nan = parse_bool(attrs, "clip_nan", false);
   a.projection = parse_bool(attrs, "projection", false);
   a.use_lengths = parse_bool(attrs, "use_lengths", false);
+  a.use_mask = parse_bool(attrs, "use_mask", false);
+  if (a.use_lengths && a.use_mask)
+    throw fusedrnn::InvalidArgument("use_lengths and use_mask cannot both be set");
   const bool lo = parse_optional_number(attrs, "clip_min", &a.clip_min);
   const bool hi = parse_optional_number(attrs, "clip_max", &a.clip_max);
   if (lo != hi) throw fusedrnn::InvalidArgument("clip_min and clip_max must be given together");
@@ -100,22 +104,26 @@ LayerAttrs parse(const Attrs& attrs) {
 
 // Input positions, given the attributes.
 struct Slots {
-  int x = 0, w_ih = 1, w_hh = 2, b_ih = 3, b_hh = 4, h0 = 5, c0 = -1, w_hr = -1, lengths = -1;
+  int x = 0, w_ih = 1, w_hh = 2, b_ih = 3, b_hh = 4, h0 = 5, c0 = -1, w_hr = -1, lengths = -1,
+      mask = -1;
   explicit Slots(const LayerAttrs& a) {
     int next = 6;
     if (a.mode == fusedrnn::Mode::kLstm) c0 = next++;
     if (a.projection) w_hr = next++;
     if (a.use_lengths) lengths = next++;
+    if (a.use_mask) mask = next++;
   }
+  // The integer-valued input (lengths or mask), or -1.
+  int valid() const { return lengths >= 0 ? lengths : mask; }
 };
 
-const char* const kNames[] = {"x", "w_ih", "w_hh", "b_ih", "b_hh", "h0", "c0", "w_hr",
-                              "lengths"};
+const char* const kNames[] = {"x", "w_ih", "w_hh", "b_ih", "b_hh", "h0"};
 
 std::string input_name(const Slots& s, int i) {
   if (i == s.c0) return "c0";
   if (i == s.w_hr) return "w_hr";
   if (i == s.lengths) return "lengths";
+  if (i == s.mask) return "mask";
   return kNames[i];
 }
 
@@ -155,14 +163,13 @@ fusedrnn::RnnDesc describe(const LayerAttrs& a, const std::vector<std::vector<un
   const unsigned P = d.out_size(), GH = G * H;
   const std::vector<std::pair<int, std::vector<unsigned>>> expect = {
       {s.w_ih, {GH, C}}, {s.w_hh, {GH, P}}, {s.b_ih, {GH}}, {s.b_hh, {GH}}, {s.h0, {N, P}},
-      {s.c0, {N, H}},    {s.w_hr, {P, H}},  {s.lengths, {N}}};
+      {s.c0, {N, H}},    {s.w_hr, {P, H}},  {s.lengths, {N}}, {s.mask, {T, N}}};
   for (const auto& e : expect) {
     if (e.first >= 0 && in[e.first] != e.second)
       throw fusedrnn::InvalidArgument(input_name(s, e.first) + " has shape " +
                                       shape_str(in[e.first]) + "; expected " +
                                       shape_str(e.second));
   }
-  (void)T;
   fusedrnn::validate(d, nullptr);
   return d;
 }
@@ -173,19 +180,24 @@ std::vector<std::vector<unsigned>> shapes_of(const std::vector<MXTensor>& tensor
   return out;
 }
 
+double value_at(const MXTensor& t, size_t i, const char* name) {
+  // (MXNet 1.9.1 cannot hand a bool array to a library operator at all: the layers cast.)
+  switch (t.dtype) {
+    case mxnet::ext::kFloat32: return static_cast<const float*>(t.data_ptr)[i];
+    case mxnet::ext::kFloat64: return static_cast<const double*>(t.data_ptr)[i];
+    case mxnet::ext::kInt32: return static_cast<const int32_t*>(t.data_ptr)[i];
+    case mxnet::ext::kInt64: return static_cast<double>(static_cast<const int64_t*>(t.data_ptr)[i]);
+    case mxnet::ext::kUint8: return static_cast<const uint8_t*>(t.data_ptr)[i];
+    case mxnet::ext::kInt8: return static_cast<const int8_t*>(t.data_ptr)[i];
+    default: throw fusedrnn::InvalidArgument(std::string(name) + " has an unsupported dtype");
+  }
+}
+
 // Lengths as int32, refusing values that are not whole numbers in [0, T].
 std::vector<int32_t> read_lengths(const MXTensor& t, int64_t T) {
   std::vector<int32_t> out(t.size());
   for (size_t i = 0; i < out.size(); ++i) {
-    double v;
-    switch (t.dtype) {
-      case mxnet::ext::kFloat32: v = static_cast<const float*>(t.data_ptr)[i]; break;
-      case mxnet::ext::kFloat64: v = static_cast<const double*>(t.data_ptr)[i]; break;
-      case mxnet::ext::kInt32: v = static_cast<const int32_t*>(t.data_ptr)[i]; break;
-      case mxnet::ext::kInt64: v = static_cast<double>(static_cast<const int64_t*>(t.data_ptr)[i]); break;
-      case mxnet::ext::kUint8: v = static_cast<const uint8_t*>(t.data_ptr)[i]; break;
-      default: throw fusedrnn::InvalidArgument("lengths has an unsupported dtype");
-    }
+    const double v = value_at(t, i, "lengths");
     if (!(v >= 0 && v <= static_cast<double>(T)) || v != std::floor(v))
       throw fusedrnn::InvalidArgument("lengths[" + std::to_string(i) + "] = " +
                                       std::to_string(v) + " is not a whole number in [0, " +
@@ -193,6 +205,23 @@ std::vector<int32_t> read_lengths(const MXTensor& t, int64_t T) {
     out[i] = static_cast<int32_t>(v);
   }
   return out;
+}
+
+// A [T, N] mask of 0/1 as the kernels' lengths and positions (sample n's set steps in order).
+void read_mask(const MXTensor& t, int64_t T, int64_t N, std::vector<int32_t>* lengths,
+               std::vector<int32_t>* positions) {
+  lengths->assign(N, 0);
+  positions->resize(T * N);
+  for (int64_t step = 0; step < T; ++step) {
+    for (int64_t n = 0; n < N; ++n) {
+      const double v = value_at(t, step * N + n, "mask");
+      if (v != 0 && v != 1)
+        throw fusedrnn::InvalidArgument("mask[" + std::to_string(step) + ", " +
+                                        std::to_string(n) + "] = " + std::to_string(v) +
+                                        "; a mask holds only 0 and 1");
+      if (v == 1) (*positions)[n * T + (*lengths)[n]++] = static_cast<int32_t>(step);
+    }
+  }
 }
 
 template <typename F>
@@ -226,14 +255,15 @@ class LayerOp : public CustomStatefulOp {
     const Slots s(attrs_);
     desc_ = describe(attrs_, shapes_of(in));
     lengths_.clear();
+    positions_.clear();
     if (attrs_.use_lengths) lengths_ = read_lengths(in[s.lengths], desc_.steps);
+    if (attrs_.use_mask) read_mask(in[s.mask], desc_.steps, desc_.batch, &lengths_, &positions_);
     reserve_.resize(fusedrnn::reserve_size(desc_) * sizeof(T));
     fusedrnn::Weights<T> w{in[s.w_ih].data<T>(), in[s.w_hh].data<T>(), in[s.b_ih].data<T>(),
                            in[s.b_hh].data<T>(), attrs_.projection ? in[s.w_hr].data<T>() : nullptr};
-    fusedrnn::forward<T>(desc_, lengths_.empty() ? nullptr : lengths_.data(), in[s.x].data<T>(),
-                         w, in[s.h0].data<T>(), s.c0 >= 0 ? in[s.c0].data<T>() : nullptr,
-                         out[0].data<T>(), out[1].data<T>(),
-                         out.size() > 2 ? out[2].data<T>() : nullptr,
+    fusedrnn::forward<T>(desc_, valid(), in[s.x].data<T>(), w, in[s.h0].data<T>(),
+                         s.c0 >= 0 ? in[s.c0].data<T>() : nullptr, out[0].data<T>(),
+                         out[1].data<T>(), out.size() > 2 ? out[2].data<T>() : nullptr,
                          reinterpret_cast<T*>(reserve_.data()));
   }
 
@@ -256,22 +286,28 @@ class LayerOp : public CustomStatefulOp {
     g.dh0 = out[s.h0].data<T>();
     if (s.c0 >= 0) g.dc0 = out[s.c0].data<T>();
     if (s.w_hr >= 0) g.dw_hr = out[s.w_hr].data<T>();
-    if (s.lengths >= 0) {
-      // Lengths are integers: their gradient is zero.
-      MXTensor& dl = out[s.lengths];
-      const size_t bytes = dl.dtype == mxnet::ext::kFloat64 || dl.dtype == mxnet::ext::kInt64
-                               ? 8 : dl.dtype == mxnet::ext::kUint8 ? 1 : 4;
+    if (s.valid() >= 0) {
+      // Lengths and masks are integers: their gradient is zero.
+      MXTensor& dl = out[s.valid()];
+      size_t bytes = 4;
+      if (dl.dtype == mxnet::ext::kFloat64 || dl.dtype == mxnet::ext::kInt64) bytes = 8;
+      if (dl.dtype == mxnet::ext::kUint8 || dl.dtype == mxnet::ext::kInt8) bytes = 1;
       std::memset(dl.data_ptr, 0, dl.size() * bytes);
     }
-    fusedrnn::backward<T>(desc_, lengths_.empty() ? nullptr : lengths_.data(), fwd_in[s.x].data<T>(),
-                          w, fwd_in[s.h0].data<T>(), s.c0 >= 0 ? fwd_in[s.c0].data<T>() : nullptr,
+    fusedrnn::backward<T>(desc_, valid(), fwd_in[s.x].data<T>(), w, fwd_in[s.h0].data<T>(),
+                          s.c0 >= 0 ? fwd_in[s.c0].data<T>() : nullptr,
                           reinterpret_cast<const T*>(reserve_.data()), in[0].data<T>(),
                           in[1].data<T>(), n_out > 2 ? in[2].data<T>() : nullptr, g);
   }
 
+  fusedrnn::Valid valid() const {
+    return fusedrnn::Valid(lengths_.empty() ? nullptr : lengths_.data(),
+                           positions_.empty() ? nullptr : positions_.data(), attrs_.use_mask);
+  }
+
   LayerAttrs attrs_;
   fusedrnn::RnnDesc desc_;
-  std::vector<int32_t> lengths_;
+  std::vector<int32_t> lengths_, positions_;
   std::vector<char> reserve_;
 };
 
@@ -291,7 +327,7 @@ MXReturnValue infer_type(const Attrs& attrs, std::vector<int>* in, std::vector<i
     if (dtype != mxnet::ext::kFloat32 && dtype != mxnet::ext::kFloat64)
       throw fusedrnn::InvalidArgument("x must be float32 or float64");
     for (int i = 1; i < static_cast<int>(in->size()); ++i) {
-      if (i == s.lengths) continue;
+      if (i == s.valid()) continue;
       if ((*in)[i] != dtype)
         throw fusedrnn::InvalidArgument(input_name(s, i) + " must have the dtype of x");
     }

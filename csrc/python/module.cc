@@ -129,14 +129,19 @@ const T* data_or_null(const std::optional<py::array_t<T>>& a) {
 
 struct Common {
   RnnDesc desc;
-  std::optional<py::array_t<int32_t>> lengths;
+  std::optional<py::array_t<int32_t>> lengths, positions;
+  bool carry = false;
+
+  fusedrnn::Valid valid() const {
+    return fusedrnn::Valid(data_or_null(lengths), data_or_null(positions), carry);
+  }
 };
 
 // Reads sizes from x and the weights, then checks everything else against them.
 template <typename T>
 Common describe(const std::string& mode, const py::array& x, const py::handle& w_ih,
                 const py::handle& w_hh, const py::handle& w_hr, const py::handle& lengths,
-                bool reverse, bool reset_after, const py::handle& clip_min,
+                const py::handle& positions, bool carry, bool reverse, bool reset_after, const py::handle& clip_min,
                 const py::handle& clip_max, bool clip_nan) {
   Common c;
   RnnDesc& d = c.desc;
@@ -177,6 +182,11 @@ Common describe(const std::string& mode, const py::array& x, const py::handle& w
   }
   d.clip_nan = clip_nan;
   if (!lengths.is_none()) c.lengths = expect<int32_t>(lengths, "lengths", {d.batch});
+  if (!positions.is_none()) {
+    if (!c.lengths) throw py::value_error("positions need lengths");
+    c.positions = expect<int32_t>(positions, "positions", {d.batch, d.steps});
+  }
+  c.carry = carry;
   return c;
 }
 
@@ -185,11 +195,11 @@ py::tuple forward_impl(const std::string& mode, const py::array& x_in, const py:
                        const py::handle& w_hh_in, const py::handle& b_ih_in,
                        const py::handle& b_hh_in, const py::handle& h0_in,
                        const py::handle& c0_in, const py::handle& w_hr_in,
-                       const py::handle& lengths_in, bool reverse, bool reset_after,
-                       const py::handle& clip_min, const py::handle& clip_max, bool clip_nan,
-                       bool training) {
-  Common c = describe<T>(mode, x_in, w_ih_in, w_hh_in, w_hr_in, lengths_in, reverse,
-                         reset_after, clip_min, clip_max, clip_nan);
+                       const py::handle& lengths_in, const py::handle& positions_in,
+                       bool carry, bool reverse, bool reset_after, const py::handle& clip_min,
+                       const py::handle& clip_max, bool clip_nan, bool training) {
+  Common c = describe<T>(mode, x_in, w_ih_in, w_hh_in, w_hr_in, lengths_in, positions_in, carry,
+                         reverse, reset_after, clip_min, clip_max, clip_nan);
   const RnnDesc& d = c.desc;
   const int64_t T_ = d.steps, N = d.batch, C = d.input_size, H = d.hidden_size;
   const int64_t P = d.out_size(), GH = fusedrnn::gate_count(d.mode) * H;
@@ -208,7 +218,7 @@ py::tuple forward_impl(const std::string& mode, const py::array& x_in, const py:
     throw py::value_error("c0 is only for mode 'lstm'");
   }
   if (d.proj_size > 0) w_hr = expect<T>(w_hr_in, "w_hr", {P, H});
-  fusedrnn::validate(d, data_or_null(c.lengths));
+  fusedrnn::validate(d, c.valid());
 
   py::array_t<T> y = new_array<T>({T_, N, P}), hy = new_array<T>({N, P});
   std::optional<py::array_t<T>> cy, reserve;
@@ -222,7 +232,7 @@ py::tuple forward_impl(const std::string& mode, const py::array& x_in, const py:
   T* reserve_ptr = reserve ? reserve->mutable_data() : nullptr;
   {
     py::gil_scoped_release release;
-    fusedrnn::forward<T>(d, data_or_null(c.lengths), x.data(), w, h0.data(), data_or_null(c0),
+    fusedrnn::forward<T>(d, c.valid(), x.data(), w, h0.data(), data_or_null(c0),
                          y_ptr, hy_ptr, cy_ptr, reserve_ptr);
   }
   return py::make_tuple(y, hy, cy ? py::object(*cy) : py::none(),
@@ -236,10 +246,11 @@ py::tuple backward_impl(const std::string& mode, const py::array& x_in, const py
                         const py::handle& c0_in, const py::handle& reserve_in,
                         const py::handle& dy_in, const py::handle& dhy_in,
                         const py::handle& dcy_in, const py::handle& w_hr_in,
-                        const py::handle& lengths_in, bool reverse, bool reset_after,
-                        const py::handle& clip_min, const py::handle& clip_max, bool clip_nan) {
-  Common c = describe<T>(mode, x_in, w_ih_in, w_hh_in, w_hr_in, lengths_in, reverse,
-                         reset_after, clip_min, clip_max, clip_nan);
+                        const py::handle& lengths_in, const py::handle& positions_in,
+                        bool carry, bool reverse, bool reset_after, const py::handle& clip_min,
+                        const py::handle& clip_max, bool clip_nan) {
+  Common c = describe<T>(mode, x_in, w_ih_in, w_hh_in, w_hr_in, lengths_in, positions_in, carry,
+                         reverse, reset_after, clip_min, clip_max, clip_nan);
   const RnnDesc& d = c.desc;
   const int64_t T_ = d.steps, N = d.batch, C = d.input_size, H = d.hidden_size;
   const int64_t P = d.out_size(), GH = fusedrnn::gate_count(d.mode) * H;
@@ -268,7 +279,7 @@ py::tuple backward_impl(const std::string& mode, const py::array& x_in, const py
     if (!lstm) throw py::value_error("dcy is only for mode 'lstm'");
     dcy = expect<T>(dcy_in, "dcy", {N, H});
   }
-  fusedrnn::validate(d, data_or_null(c.lengths));
+  fusedrnn::validate(d, c.valid());
 
   py::array_t<T> dx = new_array<T>({T_, N, C}), dw_ih = new_array<T>({GH, C}),
                  dw_hh = new_array<T>({GH, P}), db_ih = new_array<T>({GH}),
@@ -289,7 +300,7 @@ py::tuple backward_impl(const std::string& mode, const py::array& x_in, const py
                          data_or_null(w_hr)};
   {
     py::gil_scoped_release release;
-    fusedrnn::backward<T>(d, data_or_null(c.lengths), x.data(), w, h0.data(), data_or_null(c0),
+    fusedrnn::backward<T>(d, c.valid(), x.data(), w, h0.data(), data_or_null(c0),
                           reserve.data(), data_or_null(dy), data_or_null(dhy), data_or_null(dcy),
                           g);
   }
@@ -326,16 +337,17 @@ PYBIND11_MODULE(_C, m) {
       [](const std::string& mode, const py::handle& x, const py::handle& w_ih,
          const py::handle& w_hh, const py::handle& b_ih, const py::handle& b_hh,
          const py::handle& h0, const py::handle& c0, const py::handle& w_hr,
-         const py::handle& lengths, bool reverse, bool reset_after, const py::handle& clip_min,
-         const py::handle& clip_max, bool clip_nan, bool training) {
+         const py::handle& lengths, const py::handle& positions, bool carry, bool reverse,
+         bool reset_after, const py::handle& clip_min, const py::handle& clip_max, bool clip_nan,
+         bool training) {
         const py::array xa = as_array(x);
         auto f = is_float64(xa) ? forward_impl<double> : forward_impl<float>;
-        return f(mode, xa, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr, lengths, reverse, reset_after,
-                 clip_min, clip_max, clip_nan, training);
+        return f(mode, xa, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr, lengths, positions, carry,
+                 reverse, reset_after, clip_min, clip_max, clip_nan, training);
       },
       py::arg("mode"), py::arg("x"), py::arg("w_ih"), py::arg("w_hh"), py::arg("b_ih"),
       py::arg("b_hh"), py::arg("h0"), py::arg("c0"), py::arg("w_hr"), py::arg("lengths"),
-      py::arg("reverse"), py::arg("reset_after"), py::arg("clip_min"), py::arg("clip_max"),
+      py::arg("positions"), py::arg("carry"), py::arg("reverse"), py::arg("reset_after"), py::arg("clip_min"), py::arg("clip_max"),
       py::arg("clip_nan"), py::arg("training"));
 
   m.def(
@@ -344,16 +356,18 @@ PYBIND11_MODULE(_C, m) {
          const py::handle& w_hh, const py::handle& b_ih, const py::handle& b_hh,
          const py::handle& h0, const py::handle& c0, const py::handle& reserve,
          const py::handle& dy, const py::handle& dhy, const py::handle& dcy,
-         const py::handle& w_hr, const py::handle& lengths, bool reverse, bool reset_after,
-         const py::handle& clip_min, const py::handle& clip_max, bool clip_nan) {
+         const py::handle& w_hr, const py::handle& lengths, const py::handle& positions,
+         bool carry, bool reverse, bool reset_after, const py::handle& clip_min,
+         const py::handle& clip_max, bool clip_nan) {
         const py::array xa = as_array(x);
         auto f = is_float64(xa) ? backward_impl<double> : backward_impl<float>;
         return f(mode, xa, w_ih, w_hh, b_ih, b_hh, h0, c0, reserve, dy, dhy, dcy, w_hr, lengths,
-                 reverse, reset_after, clip_min, clip_max, clip_nan);
+                 positions, carry, reverse, reset_after, clip_min, clip_max, clip_nan);
       },
       py::arg("mode"), py::arg("x"), py::arg("w_ih"), py::arg("w_hh"), py::arg("b_ih"),
       py::arg("b_hh"), py::arg("h0"), py::arg("c0"), py::arg("reserve"), py::arg("dy"),
-      py::arg("dhy"), py::arg("dcy"), py::arg("w_hr"), py::arg("lengths"), py::arg("reverse"),
+      py::arg("dhy"), py::arg("dcy"), py::arg("w_hr"), py::arg("lengths"),
+      py::arg("positions"), py::arg("carry"), py::arg("reverse"),
       py::arg("reset_after"), py::arg("clip_min"), py::arg("clip_max"), py::arg("clip_nan"));
 
   m.def("reserve_size", [](const std::string& mode, int64_t T, int64_t N, int64_t C, int64_t H,

@@ -40,8 +40,28 @@ struct InvalidArgument : std::invalid_argument {
   using std::invalid_argument::invalid_argument;
 };
 
-// Checks the sizes, options and (if given) lengths: every length in [0, T].
-void validate(const RnnDesc& desc, const int32_t* lengths);
+// Which time positions each sample runs. The default (all null) runs every sample over all T
+// positions. Converts from a plain lengths pointer, the common case.
+struct Valid {
+  // [N] steps per sample, in [0, T]; null: all T.
+  const int32_t* lengths = nullptr;
+  // [N, T] row-major or null. Row n's first lengths[n] entries are the positions sample n
+  // runs, strictly increasing in [0, T) (a Keras mask with holes, or a pre-padded batch);
+  // null: positions 0 .. lengths[n]-1. Needs lengths. With reverse the sample visits them
+  // right to left.
+  const int32_t* positions = nullptr;
+  // What y holds at the positions a sample skips: false: 0 (MXNet/cuDNN sequence_length);
+  // true: the output of the sample's previous step in its visiting order, 0 before its first
+  // step (Keras masking).
+  bool carry = false;
+
+  Valid(const int32_t* lengths_ = nullptr, const int32_t* positions_ = nullptr,
+        bool carry_ = false)
+      : lengths(lengths_), positions(positions_), carry(carry_) {}
+};
+
+// Checks the sizes, options and the valid positions (lengths in [0, T], positions as above).
+void validate(const RnnDesc& desc, const Valid& valid);
 
 // Elements of the dtype that a training forward stores for backward (worst case: lengths T).
 size_t reserve_size(const RnnDesc& desc);
@@ -68,18 +88,18 @@ struct Grads {
   T* dc0 = nullptr;
 };
 
-// lengths: [N] steps per sample, or null for all T. Sample n runs exactly lengths[n] steps:
-// hy/cy hold the state after its last valid step (h0/c0 for length 0), y is 0 past its
-// length, and no work is spent on padding. reserve: reserve_size(desc) elements for a
-// training forward, or null for inference. c0/cy only for LSTM.
+// valid: the positions each sample runs (see Valid). Sample n runs exactly lengths[n] steps:
+// hy/cy hold the state after its last one (h0/c0 for length 0), y at the positions it skips
+// is 0 or carried (Valid::carry), and no work is spent on them. reserve: reserve_size(desc)
+// elements for a training forward, or null for inference. c0/cy only for LSTM.
 template <typename T>
-void forward(const RnnDesc& desc, const int32_t* lengths, const T* x, const Weights<T>& w,
+void forward(const RnnDesc& desc, const Valid& valid, const T* x, const Weights<T>& w,
              const T* h0, const T* c0, T* y, T* hy, T* cy, T* reserve);
 
-// reserve: what forward(training) wrote for the same desc, lengths, x, weights and states.
-// dy, dhy, dcy may be null (zero). dx is 0 at padded positions.
+// reserve: what forward(training) wrote for the same desc, valid, x, weights and states.
+// dy, dhy, dcy may be null (zero). dx is 0 at skipped positions.
 template <typename T>
-void backward(const RnnDesc& desc, const int32_t* lengths, const T* x, const Weights<T>& w,
+void backward(const RnnDesc& desc, const Valid& valid, const T* x, const Weights<T>& w,
               const T* h0, const T* c0, const T* reserve, const T* dy, const T* dhy,
               const T* dcy, const Grads<T>& grads);
 

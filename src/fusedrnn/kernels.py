@@ -16,6 +16,13 @@ its last valid step (``h0``/``c0`` for length 0), ``y`` is zero past its length,
 w.r.t. padded positions of ``x`` is zero, and no work is spent on padding. ``reverse=True``
 runs each sample right-to-left over its own valid prefix (what a bidirectional layer needs).
 
+With ``mask`` ([T, N] of bools or 0/1, instead of ``lengths``: Keras masking) sample n runs
+only at the positions where its mask is set, in time order (right to left with
+``reverse=True``, Keras' ``go_backwards``), whatever their pattern (pre-padded, post-padded,
+holes). At the other positions its states carry over unchanged, ``y`` repeats the output of its
+previous step in that order (0 before its first), the gradient w.r.t. ``x`` is zero, and no
+work is spent on them.
+
 The equivalent NumPy code is :mod:`fusedrnn.reference`, which takes the same arguments.
 """
 import numbers
@@ -46,6 +53,28 @@ def _lengths(lengths, n):
     return np.ascontiguousarray(arr, dtype=np.int32)
 
 
+def _mask(mask, lengths, x):
+    """A [T, N] mask as (lengths, positions): positions[n, :lengths[n]] are sample n's set
+    time positions in increasing order."""
+    if lengths is not None:
+        raise ValueError("give lengths or mask, not both")
+    arr = np.asarray(mask)
+    shape = x.shape[:2] if x.ndim == 3 else None
+    if arr.shape != shape:
+        raise ValueError(f"mask must have shape {shape} ([T, N], like x's first two "
+                         f"dimensions); got {arr.shape}")
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"mask must hold bools or 0/1; got dtype {arr.dtype}")
+    if arr.dtype.kind != "b":
+        if not np.all((arr == 0) | (arr == 1)):
+            raise ValueError("mask must hold only 0 and 1 (or bools)")
+        arr = arr == 1
+    valid = arr.T  # [N, T]
+    # A stable sort of "not valid" puts each row's set positions first, in time order.
+    positions = np.argsort(~valid, axis=1, kind="stable").astype(np.int32)
+    return valid.sum(axis=1, dtype=np.int32), positions
+
+
 def _clip_value(value, name):
     if value is None:
         return None
@@ -54,20 +83,24 @@ def _clip_value(value, name):
     return float(value)
 
 
-def _options(mode, x, lengths, reverse, reset_after, clip_min, clip_max, clip_nan):
+def _options(mode, x, lengths, mask, reverse, reset_after, clip_min, clip_max, clip_nan):
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
     if not isinstance(x, np.ndarray):
         raise TypeError(f"x must be a numpy.ndarray; got {type(x).__name__}")
-    n = x.shape[1] if x.ndim == 3 else 0
-    return dict(lengths=_lengths(lengths, n) if x.ndim == 3 else lengths,
+    positions = None
+    if mask is not None:
+        lengths, positions = _mask(mask, lengths, x)
+    elif x.ndim == 3:
+        lengths = _lengths(lengths, x.shape[1])
+    return dict(lengths=lengths, positions=positions, carry=mask is not None,
                 reverse=bool(reverse), reset_after=bool(reset_after),
                 clip_min=_clip_value(clip_min, "clip_min"),
                 clip_max=_clip_value(clip_max, "clip_max"), clip_nan=bool(clip_nan))
 
 
 def forward(mode, x, w_ih, w_hh, b_ih, b_hh, h0, c0=None, *, w_hr=None, lengths=None,
-            reverse=False, reset_after=True, clip_min=None, clip_max=None, clip_nan=False,
+            mask=None, reverse=False, reset_after=True, clip_min=None, clip_max=None, clip_nan=False,
             training=False):
     """Runs the layer over the sequence; returns ForwardResult(y, hy, cy, reserve).
 
@@ -77,22 +110,22 @@ def forward(mode, x, w_ih, w_hh, b_ih, b_hh, h0, c0=None, *, w_hr=None, lengths=
     clip_nan turns a NaN cell value into clip_min. w_hr (LSTM): projection, the state and
     output become w_hr @ h. training=True also returns the reserve buffer that backward needs.
     """
-    opts = _options(mode, x, lengths, reverse, reset_after, clip_min, clip_max, clip_nan)
+    opts = _options(mode, x, lengths, mask, reverse, reset_after, clip_min, clip_max, clip_nan)
     y, hy, cy, reserve = _C.forward(mode, x, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr,
                                     training=bool(training), **opts)
     return ForwardResult(y, hy, cy, reserve)
 
 
 def backward(mode, x, w_ih, w_hh, b_ih, b_hh, h0, c0, reserve, dy=None, dhy=None, dcy=None, *,
-             w_hr=None, lengths=None, reverse=False, reset_after=True, clip_min=None,
-             clip_max=None, clip_nan=False):
+             w_hr=None, lengths=None, mask=None, reverse=False, reset_after=True,
+             clip_min=None, clip_max=None, clip_nan=False):
     """Gradients from a training forward's reserve; returns Gradients.
 
     Pass the same arguments and options as to forward. dy [T, N, P], dhy [N, P] and
     dcy [N, H] are the upstream gradients; None means zero. Fields that do not apply are
     None (dc0 unless 'lstm', dw_hr without projection).
     """
-    opts = _options(mode, x, lengths, reverse, reset_after, clip_min, clip_max, clip_nan)
+    opts = _options(mode, x, lengths, mask, reverse, reset_after, clip_min, clip_max, clip_nan)
     grads = _C.backward(mode, x, w_ih, w_hh, b_ih, b_hh, h0, c0, reserve, dy, dhy, dcy, w_hr,
                         **opts)
     return Gradients(*grads)

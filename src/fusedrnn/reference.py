@@ -26,6 +26,13 @@ step (= h0/c0 if length 0); y[t, n] = 0 for t >= lengths[n]; dx[t, n] = 0 for t 
 reverse=True: sample n of length L reads x[L-1-t] at step t and writes y[L-1-t] there (runs
 right-to-left over its own valid prefix).
 
+Mask semantics (Keras; mask [T, N] of bools or 0/1, instead of lengths): the layer visits the
+time positions in order (T-1 down to 0 with reverse=True, Keras' go_backwards). Where
+mask[t, n] is set, sample n takes a step on x[t, n]; where it is not, its states carry over
+unchanged and y[t, n] repeats the output of its previous step in that order (0 before its
+first valid step); dx[t, n] = 0 there. A mask [[1]*L + [0]*(T-L)] gives the lengths semantics
+except for y past L, which repeats y[L-1] instead of being 0.
+
 Details the spec leaves open, fixed here:
   * the ReLU derivative at exactly 0 is taken as 0 (as PyTorch does);
   * a cell value that clip_nan turned from NaN into clip_min gets zero gradient towards
@@ -35,7 +42,8 @@ Details the spec leaves open, fixed here:
 
 API:
   forward(mode, x, w_ih, w_hh, b_ih, b_hh, h0, c0=None, *, w_hr=None, lengths=None,
-          reverse=False, reset_after=True, clip_min=None, clip_max=None, clip_nan=False)
+          mask=None, reverse=False, reset_after=True, clip_min=None, clip_max=None,
+          clip_nan=False)
       -> ForwardResult(y, hy, cy, None)
   backward(mode, x, w_ih, w_hh, b_ih, b_hh, h0, c0, dy=None, dhy=None, dcy=None, *,
            <same keywords>) -> Gradients(dx, dw_ih, dw_hh, db_ih, db_hh, dh0, dc0, dw_hr)
@@ -57,8 +65,8 @@ def _sigmoid(a):
     return np.exp(-np.logaddexp(0, -a))
 
 
-def _prepare(mode, x, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr, lengths, reverse, reset_after,
-             clip_min, clip_max, clip_nan):
+def _prepare(mode, x, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr, lengths, mask, reverse,
+             reset_after, clip_min, clip_max, clip_nan):
     """Check the arguments lightly and bundle them, cast to the dtype of x."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -77,6 +85,7 @@ def _prepare(mode, x, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr, lengths, reverse, re
         raise ValueError("clip_min and clip_max must be given together (got only one)")
 
     T, N, _ = x.shape
+    all_steps = lengths is None
     if lengths is None:
         lengths = np.full(N, T, dtype=np.int64)
     else:
@@ -86,6 +95,13 @@ def _prepare(mode, x, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr, lengths, reverse, re
         if lengths.size and (lengths.min() < 0 or lengths.max() > T):
             raise ValueError(f"lengths must lie in [0, T={T}], got {lengths!r}")
         lengths = lengths.astype(np.int64)
+    if mask is not None:
+        if not all_steps:
+            raise ValueError("give lengths or mask, not both")
+        mask = np.asarray(mask)
+        if mask.shape != (T, N) or not np.all((mask == 0) | (mask == 1)):
+            raise ValueError(f"mask must be [T, N] = {(T, N)} of bools or 0/1, got {mask!r}")
+        mask = mask.astype(bool)
 
     def cast(a):
         return None if a is None else np.asarray(a, dtype=dt)
@@ -95,7 +111,7 @@ def _prepare(mode, x, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr, lengths, reverse, re
         mode=mode, lstm=lstm, dtype=dt, G=G, H=np.shape(w_ih)[0] // G,
         x=x, w_ih=cast(w_ih), w_hh=cast(w_hh), b_ih=cast(b_ih), b_hh=cast(b_hh),
         h0=cast(h0), c0=cast(c0) if lstm else None, w_hr=cast(w_hr),
-        lengths=lengths, reverse=bool(reverse), reset_after=bool(reset_after),
+        lengths=lengths, mask=mask, reverse=bool(reverse), reset_after=bool(reset_after),
         clip=lstm and clip_min is not None, clip_min=clip_min, clip_max=clip_max,
         clip_nan=bool(clip_nan))
 
@@ -232,47 +248,58 @@ _CELLS = {"lstm": (_lstm_fwd, _lstm_bwd), "gru": (_gru_fwd, _gru_bwd),
 # ---------------------------------------------------------------------------------------------
 
 def _run_forward(p):
-    """Run the recurrence; returns (y, hy, cy, trace) where trace holds, per step t, the active
-    samples, the time index each of them reads/writes, and the cell cache."""
+    """Run the recurrence; returns (y, hy, cy, trace) where trace holds, per step, the active
+    samples, the time index each of them reads/writes, and the cell cache (with a mask: every
+    time position in visiting order, also those where no sample is active)."""
     cell_fwd = _CELLS[p.mode][0]
     T, N, _ = p.x.shape
     h = p.h0.copy()
     c = p.c0.copy() if p.lstm else None
     y = np.zeros((T, N, h.shape[1]), dtype=p.dtype)
+    out = np.zeros_like(h)  # with a mask: each sample's latest output, for masked positions
     trace = []
     for t in range(T):
-        # Only samples whose own sequence is still running take part; the others keep their
-        # state, which is what makes hy/cy the state after each sample's last valid step.
-        act = np.nonzero(t < p.lengths)[0]
-        if act.size == 0:
-            break
-        src = p.lengths[act] - 1 - t if p.reverse else np.full(act.size, t)
+        if p.mask is None:
+            # Only samples whose own sequence is still running take part; the others keep
+            # their state, which is what makes hy/cy the state after each sample's last step.
+            act = np.nonzero(t < p.lengths)[0]
+            if act.size == 0:
+                break
+            src = p.lengths[act] - 1 - t if p.reverse else np.full(act.size, t)
+        else:
+            pos = T - 1 - t if p.reverse else t
+            act = np.nonzero(p.mask[pos])[0]
+            src = np.full(act.size, pos)
         h_new, c_new, cache = cell_fwd(p, p.x[src, act], h[act], None if c is None else c[act])
-        y[src, act] = h_new
         h[act] = h_new
         if c is not None:
             c[act] = c_new
+        if p.mask is None:
+            y[src, act] = h_new
+        else:
+            out[act] = h_new
+            y[pos] = out
         trace.append((act, src, cache))
     return y, h, c, trace
 
 
 def forward(mode, x, w_ih, w_hh, b_ih, b_hh, h0, c0=None, *, w_hr=None, lengths=None,
-            reverse=False, reset_after=True, clip_min=None, clip_max=None, clip_nan=False):
+            mask=None, reverse=False, reset_after=True, clip_min=None, clip_max=None, clip_nan=False):
     """Reference forward pass. Returns ForwardResult(y, hy, cy, None); see the module docstring."""
-    p = _prepare(mode, x, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr, lengths, reverse, reset_after,
-                 clip_min, clip_max, clip_nan)
+    p = _prepare(mode, x, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr, lengths, mask, reverse,
+                 reset_after, clip_min, clip_max, clip_nan)
     y, hy, cy, _ = _run_forward(p)
     return ForwardResult(y, hy, cy, None)
 
 
 def backward(mode, x, w_ih, w_hh, b_ih, b_hh, h0, c0, dy=None, dhy=None, dcy=None, *,
-             w_hr=None, lengths=None, reverse=False, reset_after=True, clip_min=None,
-             clip_max=None, clip_nan=False):
+             w_hr=None, lengths=None, mask=None, reverse=False, reset_after=True,
+             clip_min=None, clip_max=None, clip_nan=False):
     """Reference backprop through time: the gradients of
     sum(dy*y) + sum(dhy*hy) + sum(dcy*cy) with respect to every input, as
     Gradients(dx, dw_ih, dw_hh, db_ih, db_hh, dh0, dc0, dw_hr). dy/dhy/dcy None mean zero."""
-    p = _prepare(mode, x, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr, lengths, reverse, reset_after,
-                 clip_min, clip_max, clip_nan)
+    p = _prepare(mode, x, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr, lengths, mask, reverse,
+                 reset_after, clip_min, clip_max, clip_nan)
     y, hy, cy, trace = _run_forward(p)
     cell_bwd = _CELLS[p.mode][1]
     dt = p.dtype
@@ -288,10 +315,19 @@ def backward(mode, x, w_ih, w_hh, b_ih, b_hh, h0, c0, dy=None, dhy=None, dcy=Non
         acc["w_hr"] = np.zeros_like(p.w_hr)
     dx = np.zeros_like(p.x)
 
-    for act, src, cache in reversed(trace):
+    carried = np.zeros_like(dh)  # with a mask: gradient reaching each sample's latest output
+    T = p.x.shape[0]
+    for i in reversed(range(len(trace))):
+        act, src, cache = trace[i]
         # h' of this step is both the output y[src] and the state the later steps (or hy) saw;
-        # dh[act] already holds the gradient from the later steps.
-        dh_new = dh[act] + dy[src, act]
+        # dh[act] already holds the gradient from the later steps. With a mask, h' is also
+        # the output repeated at the masked positions that follow in visiting order.
+        if p.mask is None:
+            dh_new = dh[act] + dy[src, act]
+        else:
+            carried += dy[T - 1 - i if p.reverse else i]
+            dh_new = dh[act] + carried[act]
+            carried[act] = 0
         dx_t, dh_prev, dc_prev = cell_bwd(p, cache, dh_new, None if dc is None else dc[act], acc)
         dx[src, act] = dx_t
         dh[act] = dh_prev
@@ -303,10 +339,10 @@ def backward(mode, x, w_ih, w_hh, b_ih, b_hh, h0, c0, dy=None, dhy=None, dcy=Non
 
 
 def _forward_trace(mode, x, w_ih, w_hh, b_ih, b_hh, h0, c0=None, *, w_hr=None, lengths=None,
-                   reverse=False, reset_after=True, clip_min=None, clip_max=None,
+                   mask=None, reverse=False, reset_after=True, clip_min=None, clip_max=None,
                    clip_nan=False):
     """For tests only: the per-step trace of forward(), a list of (active samples, time index
     each reads/writes, cell cache); e.g. to see LSTM pre-clip cells (cache.c_pre)."""
-    p = _prepare(mode, x, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr, lengths, reverse, reset_after,
-                 clip_min, clip_max, clip_nan)
+    p = _prepare(mode, x, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr, lengths, mask, reverse,
+                 reset_after, clip_min, clip_max, clip_nan)
     return _run_forward(p)[3]
