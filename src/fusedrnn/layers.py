@@ -4,18 +4,95 @@ Each class subclasses its gluon.rnn counterpart, so the constructor, parameter n
 shapes, initialisers, `begin_state`, layouts and `save_parameters` files are MXNet's; only the
 computation differs: every layer and direction is one `_fusedrnn_layer` operator fed the
 layer's own parameters (nothing is concatenated per call). Unlike MXNet's CPU op, lengths
-(`sequence_length` with `use_sequence_length=True`) are honoured, and so are state clipping
-and projection in training. Extra: `reset_after` for GRU.
-"""
-from mxnet import gluon
+(`sequence_length`) are honoured, and so are state clipping and projection in training.
 
-__all__ = ["LSTM", "GRU", "RNN"]
+Extras:
+- `layer(x, states, sequence_length=None, mask=None)`: `sequence_length` [N] (post-padded
+  data, MXNet/cuDNN semantics: outputs past a sample's length are 0, states from its last
+  valid step; honoured whether or not the layer was built with use_sequence_length=True), or
+  `mask` ([N, T] for layout NTC, [T, N] for TNC; bools or 0/1) with Keras semantics: at a
+  masked step the states carry over and the output repeats the previous output (0 before the
+  first valid step). Masked steps and padding cost no compute, pre-padded or post-padded, and
+  a bidirectional layer runs its reverse direction over each sample's valid steps only.
+- `unroll`: False runs one fused sequence operator per layer and direction; True a graph of
+  per-step fused operators (for a static length: a hybridized layer rebuilds its graph when T
+  changes); 'auto' (the default) picks per call, see `choose_unroll`. All give the same numbers.
+- GRU `reset_after` (default True, MXNet's GRU; False: the original GRU).
+"""
+import numpy as np
+from mxnet import autograd, gluon, ndarray, symbol
+
+__all__ = ["LSTM", "GRU", "RNN", "choose_unroll"]
+
+
+def choose_unroll(mode, steps, batch, hidden_size, training):
+    """The `unroll='auto'` rule: True where per-step operators beat one fused sequence operator
+    (bench/bench_unroll.py measures both; the README has the figures)."""
+    return False
 
 
 class _FusedLayer:
     """The shared forward of the fused layers (mixed into the gluon.rnn classes)."""
 
     _reset_after = True
+
+    def __init__(self, *args, unroll="auto", **kwargs):
+        super().__init__(*args, **kwargs)
+        if unroll not in (False, True, "auto"):
+            raise ValueError(f"unroll must be False, True or 'auto'; got {unroll!r}")
+        self._unroll = unroll
+        self._call = None  # (valid kind, unrolled steps or None, dtype) of the current graph
+
+    def __call__(self, inputs, states=None, sequence_length=None, mask=None, **kwargs):
+        if sequence_length is not None and mask is not None:
+            raise ValueError("give sequence_length or mask, not both")
+        kind = "lengths" if sequence_length is not None else "mask" if mask is not None else None
+        if kind is None and self._use_sequence_length:
+            raise ValueError("sequence_length is required: the layer was built with "
+                             "use_sequence_length=True")
+        steps, dtype = None, None
+        if isinstance(inputs, ndarray.NDArray):
+            if inputs.ndim != 3:
+                raise ValueError(f"inputs must have 3 dimensions ({self._layout}); got shape "
+                                 f"{inputs.shape}")
+            T = inputs.shape[self._layout.find("T")]
+            N = inputs.shape[self._layout.find("N")]
+            dtype = inputs.dtype
+            if kind == "lengths" and sequence_length.shape != (N,):
+                raise ValueError(f"sequence_length must have shape ({N},); got "
+                                 f"{sequence_length.shape}")
+            if kind == "mask":
+                want = (N, T) if self._layout == "NTC" else (T, N)
+                if mask.shape != want:
+                    raise ValueError(f"mask must have shape {want} for layout {self._layout}; "
+                                     f"got {mask.shape}")
+                if np.dtype(mask.dtype) == np.bool_:  # MXNet 1.9 cannot pass bool arrays to the operator
+                    mask = mask.astype("uint8")
+            unroll = self._unroll
+            if unroll == "auto":
+                unroll = choose_unroll(self._mode, T, N, self._hidden_size,
+                                       autograd.is_training())
+            if unroll and T > 0:
+                steps = T
+        elif self._unroll is True:
+            raise ValueError("unroll=True needs the sequence length: call the layer on "
+                             "NDArrays (hybridized or not), not on Symbols")
+        call = (kind, steps, dtype)
+        if call != self._call:
+            self._clear_cached_op()
+            self._call = call
+
+        self.skip_states = states is None
+        if states is None:
+            if isinstance(inputs, ndarray.NDArray):
+                batch_size = inputs.shape[self._layout.find("N")]
+                states = self.begin_state(batch_size, ctx=inputs.context, dtype=inputs.dtype)
+            else:
+                states = self.begin_state(0, func=symbol.zeros)
+        if isinstance(states, (ndarray.NDArray, symbol.Symbol)):
+            states = [states]
+        extra = [] if kind is None else [sequence_length if kind == "lengths" else mask]
+        return gluon.HybridBlock.__call__(self, inputs, states, *extra, **kwargs)
 
     def infer_shape(self, inputs, *args):
         # MXNet's operator-library interface cannot infer an operator's input shapes, so the
@@ -25,12 +102,14 @@ class _FusedLayer:
             weight = getattr(self, "{}0_i2h_weight".format(d))
             weight.shape = (weight.shape[0], size)
 
-    def _forward_kernel(self, F, inputs, states, sequence_length, **kwargs):
+    def _forward_kernel(self, F, inputs, states, valid, **kwargs):
+        kind, steps, dtype = self._call
         if self._layout == "NTC":
             inputs = F.swapaxes(inputs, 0, 1)
+            if kind == "mask":
+                valid = F.swapaxes(valid, 0, 1)
         projection = self._projection_size is not None
-        attrs = dict(mode=self._mode, reset_after=self._reset_after, projection=projection,
-                     use_lengths=bool(self._use_sequence_length))
+        attrs = dict(mode=self._mode, reset_after=self._reset_after, projection=projection)
         if self._mode == "lstm":
             attrs["clip_nan"] = bool(self._lstm_state_clip_nan)
             if self._lstm_state_clip_min is not None:
@@ -52,16 +131,20 @@ class _FusedLayer:
             for j, d in enumerate(["l", "r"][:self._dir]):
                 k = layer * self._dir + j
                 prefix = "{}{}_".format(d, layer)
-                args = [x] + [param(prefix + g) for g in
-                              ("i2h_weight", "h2h_weight", "i2h_bias", "h2h_bias")]
-                args.append(state_of(states[0], k))
+                weights = [param(prefix + g) for g in
+                           ("i2h_weight", "h2h_weight", "i2h_bias", "h2h_bias")]
+                init = [state_of(states[0], k)]
                 if self._mode == "lstm":
-                    args.append(state_of(states[1], k))
-                if projection:
-                    args.append(param(prefix + "h2r_weight"))
-                if self._use_sequence_length:
-                    args.append(sequence_length)
-                res = F._internal._fusedrnn_layer(*args, reverse=j == 1, **attrs)
+                    init.append(state_of(states[1], k))
+                tail = [param(prefix + "h2r_weight")] if projection else []
+                if steps is None:
+                    res = F._internal._fusedrnn_layer(
+                        x, *weights, *init, *tail, *([] if kind is None else [valid]),
+                        reverse=j == 1, use_lengths=kind == "lengths", use_mask=kind == "mask",
+                        **attrs)
+                else:
+                    res = _unrolled(F, x, weights, init, tail, kind, valid, steps, dtype,
+                                    j == 1, attrs)
                 outs.append(res[0])
                 hys.append(res[1])
                 if self._mode == "lstm":
@@ -77,13 +160,44 @@ class _FusedLayer:
         return x, new_states
 
 
+def _unrolled(F, x, weights, init, tail, kind, valid, steps, dtype, reverse, attrs):
+    """One layer and direction as `steps` single-step operators. A sample whose step t is
+    padding or masked gets length 0 at that step, which keeps its states and costs nothing;
+    with a mask its output then repeats the previous one (in visiting order)."""
+    xs = F.split(x, num_outputs=steps, axis=0) if steps > 1 else [x]
+    if kind == "mask":
+        ms = F.split(valid, num_outputs=steps, axis=0, squeeze_axis=True) if steps > 1 else \
+            [F.reshape(valid, (-1,))]
+    states, ys, prev = init, [None] * steps, None
+    for t in (range(steps - 1, -1, -1) if reverse else range(steps)):
+        step_valid = []
+        if kind == "lengths":
+            step_valid = [valid > t]
+        elif kind == "mask":
+            step_valid = [ms[t]]
+        res = F._internal._fusedrnn_layer(xs[t], *weights, *states, *tail, *step_valid,
+                                          use_lengths=kind is not None, **attrs)
+        states = [res[1], res[2]] if len(init) == 2 else [res[1]]
+        y = res[0]
+        if kind == "mask":
+            # y is 0 where the step is masked; add the previous output there.
+            if prev is not None:
+                keep = F.reshape(1 - F.cast(ms[t], dtype=dtype), (1, -1, 1))
+                y = y + F.broadcast_mul(prev, keep)
+            prev = y
+        ys[t] = y
+    out = F.concat(*ys, dim=0) if steps > 1 else ys[0]
+    return [out] + states
+
+
 class LSTM(_FusedLayer, gluon.rnn.LSTM):
     """Drop-in for `mxnet.gluon.rnn.LSTM` (same arguments); see the module docstring."""
 
 
 class GRU(_FusedLayer, gluon.rnn.GRU):
     """Drop-in for `mxnet.gluon.rnn.GRU`, plus `reset_after` (default True, MXNet's GRU;
-    False: the original GRU, with the reset gate applied before W_hn)."""
+    False: the original GRU, with the reset gate applied before W_hn); see the module
+    docstring."""
 
     def __init__(self, *args, reset_after=True, **kwargs):
         super().__init__(*args, **kwargs)
