@@ -28,9 +28,9 @@ _load_operators()
 
 from . import nd, sym  # noqa: E402  (need the operators)
 from .cells import GRUCell, LSTMCell, RNNCell  # noqa: E402
-from .layers import GRU, LSTM, RNN  # noqa: E402
+from .layers import GRU, LSTM, RNN, choose_unroll  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["kernels", "reference", "nd", "sym", "LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell",
-           "pad_sequences", "Padded", "BucketSampler", "pad_collate", "ForwardResult",
+__all__ = ["kernels", "reference", "nd", "sym", "LSTM", "GRU", "RNN", "LSTMCell", "GRUCell",
+           "RNNCell", "choose_unroll", "pad_sequences", "Padded", "BucketSampler", "pad_collate", "ForwardResult",
            "Gradients"]
