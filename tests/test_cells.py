@@ -1,5 +1,8 @@
 """fusedrnn cells against mxnet.gluon.rnn cells (parameters moved by save/load), alone and
-composed, plus Trainer steps and parameter files in both directions for the layers."""
+composed, imperatively and in graphs, plus Trainer steps and parameter files in both
+directions for the layers."""
+import json
+
 import mxnet as mx
 import numpy as np
 import pytest
@@ -11,18 +14,62 @@ CELLS = {"lstm": (mx.gluon.rnn.LSTMCell, fusedrnn.LSTMCell, {}),
          "rnn_relu": (mx.gluon.rnn.RNNCell, fusedrnn.RNNCell, {"activation": "relu"}),
          "lstm_relu_fallback": (mx.gluon.rnn.LSTMCell, fusedrnn.LSTMCell,
                                 {"activation": "relu"})}
+FUSED = ["lstm", "gru", "rnn_relu"]
+STATES = {"lstm": 2, "gru": 1, "rnn_relu": 1, "lstm_relu_fallback": 2}
 
 
-def unroll_and_grads(cell, x, layout, valid_length):
-    x = x.copy()
-    x.attach_grad()
+def pieces(value):
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def leaves(value):
+    """Copies of an array or a list of arrays, recording their gradients."""
+    out = [v.copy() for v in pieces(value)]
+    for v in out:
+        v.attach_grad()
+    return out if isinstance(value, list) else out[0]
+
+
+def unroll_and_grads(cell, x, layout, valid_length, begin_state=None, merge_outputs=True,
+                     upstream=None):
+    """unroll under autograd with an upstream gradient for every output (random unless
+    given: a list for the output steps, then the states); returns the results as gluon
+    returned them (outputs, states), and the gradients of the inputs, the begin states and
+    the parameters."""
+    x = leaves(x)
+    begin_state = leaves(begin_state) if begin_state is not None else None
+    length = len(x) if isinstance(x, list) else x.shape[layout.find("T")]
+    rng = np.random.default_rng(7)
     with mx.autograd.record():
-        out, states = cell.unroll(x.shape[layout.find("T")], x, layout=layout,
-                                  merge_outputs=True, valid_length=valid_length)
-        loss = (out * out).sum() + sum((s * s).sum() for s in states)
+        out, states = cell.unroll(length, x, begin_state=begin_state, layout=layout,
+                                  merge_outputs=merge_outputs, valid_length=valid_length)
+        results = pieces(out) + states
+        if upstream is None:
+            upstream = [rng.standard_normal(r.shape) for r in results]
+        loss = sum((r * mx.nd.array(u, dtype=r.dtype)).sum() for r, u in zip(results, upstream))
     loss.backward()
-    grads = {k[len(cell.prefix):]: p.grad().asnumpy() for k, p in cell.collect_params().items()}
-    return [out.asnumpy()] + [s.asnumpy() for s in states] + [x.grad.asnumpy()], grads
+    grads = {"x": [v.grad.asnumpy() for v in pieces(x)]}
+    if begin_state is not None:
+        grads["begin_state"] = [s.grad.asnumpy() for s in begin_state]
+    grads.update({k[len(cell.prefix):]: p.grad().asnumpy()
+                  for k, p in cell.collect_params().items()})
+    return (out, states), grads
+
+
+def assert_same(got, want, rtol=1e-5, atol=1e-6):
+    """Equal results with the same structure: a list of steps or one tensor, and states."""
+    (got_out, got_states), got_grads = got
+    (want_out, want_states), want_grads = want
+    assert isinstance(got_out, list) == isinstance(want_out, list)
+    assert len(pieces(got_out)) == len(pieces(want_out))
+    assert len(got_states) == len(want_states)
+    for g, w in zip(pieces(got_out) + got_states, pieces(want_out) + want_states):
+        assert g.shape == w.shape and g.dtype == w.dtype
+        np.testing.assert_allclose(g.asnumpy(), w.asnumpy(), rtol=rtol, atol=atol)
+    assert got_grads.keys() == want_grads.keys()
+    for name, want_grad in want_grads.items():
+        for g, w in zip(pieces(got_grads[name]), pieces(want_grad)):
+            np.testing.assert_allclose(g, w, rtol=rtol, atol=atol, err_msg=name)
 
 
 def twin_cells(kind, tmp_path, make):
@@ -32,6 +79,18 @@ def twin_cells(kind, tmp_path, make):
     ref.save_parameters(str(tmp_path / "p"))
     fused.load_parameters(str(tmp_path / "p"))
     return ref, fused
+
+
+def random(shape, seed, dtype="float32"):
+    return mx.nd.array(np.random.default_rng(seed).standard_normal(shape), dtype=dtype)
+
+
+def begin_states(kind, batch, hidden, dtype="float32"):
+    return [random((batch, hidden), 10 + k, dtype) for k in range(STATES[kind])]
+
+
+def fused_ops(sym):
+    return sum(node["op"] == "_fusedrnn_layer" for node in json.loads(sym.tojson())["nodes"])
 
 
 @pytest.mark.parametrize("hybridize", [False, True])
@@ -45,14 +104,76 @@ def test_cell_matches_gluon(kind, valid, layout, hybridize, tmp_path):
         ref.hybridize()
         fused.hybridize()
     shape = (3, 5, 4) if layout == "NTC" else (5, 3, 4)
-    x = mx.nd.array(np.random.default_rng(0).standard_normal(shape))
-    valid_length = mx.nd.array([5, 2, 3]) if valid else None
-    want, want_grads = unroll_and_grads(ref, x, layout, valid_length)
-    got, got_grads = unroll_and_grads(fused, x, layout, valid_length)
-    for g, w in zip(got, want):
-        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
-    for name in want_grads:
-        np.testing.assert_allclose(got_grads[name], want_grads[name], rtol=1e-5, atol=1e-6)
+    x = random(shape, 0)
+    valid_length = mx.nd.array([5, 1, 3]) if valid else None
+    want = unroll_and_grads(ref, x, layout, valid_length)
+    assert_same(unroll_and_grads(fused, x, layout, valid_length), want)
+
+
+@pytest.mark.parametrize("kind", list(CELLS))
+@pytest.mark.parametrize("valid", [False, True])
+def test_unroll_is_one_operator(kind, valid):
+    cell = CELLS[kind][1](6, **CELLS[kind][2])
+    cell.initialize()
+    x = random((3, 5, 4), 0)
+    valid_length = mx.nd.array([5, 1, 3]) if valid else None
+    with mx.autograd.record():
+        out, states = cell.unroll(5, x, layout="NTC", merge_outputs=True,
+                                  valid_length=valid_length)
+        joined = mx.nd.concat(out.reshape((3, -1)), *states, dim=1)
+    recorded = mx.autograd.get_symbol(joined)
+    out, states = cell.unroll(5, mx.sym.var("x"), layout="NTC", merge_outputs=True,
+                              valid_length=mx.sym.var("len") if valid else None)
+    graph = mx.sym.Group([out] + states)
+    want = 0 if kind == "lstm_relu_fallback" else 1
+    assert (fused_ops(recorded), fused_ops(graph)) == (want, want)
+
+
+@pytest.mark.parametrize("layout", ["NTC", "TNC"])
+@pytest.mark.parametrize("valid", [False, True])
+@pytest.mark.parametrize("merge_outputs", [None, True, False])
+@pytest.mark.parametrize("as_list", [False, True])
+def test_unroll_arguments_and_results_as_gluon(as_list, merge_outputs, valid, layout,
+                                               tmp_path):
+    ref, fused = twin_cells("lstm", tmp_path, lambda cls: cls(6))
+    x = random((3, 4, 4) if layout == "NTC" else (4, 3, 4), 1)
+    if as_list:
+        x = list(mx.nd.split(x, 4, axis=layout.find("T"), squeeze_axis=True))
+    valid_length = mx.nd.array([4, 1, 2]) if valid else None
+    begin = begin_states("lstm", 3, 6)
+    for _ in range(2):  # the second time after the cells' own step counts
+        want = unroll_and_grads(ref, x, layout, valid_length, begin, merge_outputs)
+        got = unroll_and_grads(fused, x, layout, valid_length, begin, merge_outputs)
+        assert_same(got, want)
+        assert (fused._counter, fused._init_counter) == (ref._counter, ref._init_counter)
+
+
+@pytest.mark.parametrize("kind", FUSED)
+def test_empty_sequences_keep_their_begin_state(kind, tmp_path):
+    # gluon's SequenceLast reads (and its backward writes) outside the array for a length of
+    # 0, so gluon runs the other samples only, and the fused cell must not fall back to it.
+    ref, fused = twin_cells(kind, tmp_path, lambda cls: cls(6, **CELLS[kind][2]))
+    assert fused_ops(fused.unroll(5, mx.sym.var("x"), valid_length=mx.sym.var("len"))[0]) == 1
+    lengths, empty, keep = [0, 1, 5, 0, 3], [0, 3], [1, 2, 4]
+    rng = np.random.default_rng(2)
+    x = mx.nd.array(rng.standard_normal((5, 5, 4)))
+    begin = begin_states(kind, 5, 6)
+    upstream = [rng.standard_normal((5, 5, 6))] + [rng.standard_normal((5, 6)) for _ in begin]
+    (out, states), grads = unroll_and_grads(fused, x, "TNC", mx.nd.array(lengths), begin,
+                                            upstream=upstream)
+    (want_out, want_states), want_grads = unroll_and_grads(
+        ref, x[:, keep], "TNC", mx.nd.array(lengths)[keep], [s[keep] for s in begin],
+        upstream=[upstream[0][:, keep]] + [u[keep] for u in upstream[1:]])
+
+    np.testing.assert_array_equal(out.asnumpy()[:, empty], 0)
+    np.testing.assert_array_equal(grads["x"][0][:, empty], 0)
+    for s, b, g, u in zip(states, begin, grads["begin_state"], upstream[1:]):
+        np.testing.assert_array_equal(s.asnumpy()[empty], b.asnumpy()[empty])
+        np.testing.assert_allclose(g[empty], u[empty], rtol=1e-6)
+    got = ((out[:, keep], [s[keep] for s in states]),
+           dict(grads, x=[grads["x"][0][:, keep]], begin_state=[g[keep] for g in
+                                                                grads["begin_state"]]))
+    assert_same(got, ((want_out, want_states), want_grads))
 
 
 def stack(cell_cls, **kw):
@@ -61,19 +182,136 @@ def stack(cell_cls, **kw):
         seq.add(mx.gluon.rnn.BidirectionalCell(cell_cls(5, **kw), cell_cls(5, **kw)))
         seq.add(mx.gluon.rnn.DropoutCell(0.0))
         seq.add(mx.gluon.rnn.ResidualCell(cell_cls(10, **kw)))
+        seq.add(mx.gluon.rnn.ZoneoutCell(cell_cls(10, **kw)))
     return seq
 
 
+@pytest.mark.parametrize("merge_outputs", [None, True, False])
+@pytest.mark.parametrize("layout", ["NTC", "TNC"])
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
-def test_cells_compose_with_gluon_wrappers(kind, tmp_path):
+def test_cells_compose_with_gluon_wrappers(kind, layout, merge_outputs, tmp_path):
     ref, fused = twin_cells(kind, tmp_path, lambda cls: stack(cls))
-    x = mx.nd.array(np.random.default_rng(1).standard_normal((6, 3, 4)))
-    want, want_grads = unroll_and_grads(ref, x, "TNC", mx.nd.array([6, 4, 1]))
-    got, got_grads = unroll_and_grads(fused, x, "TNC", mx.nd.array([6, 4, 1]))
-    for g, w in zip(got, want):
-        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
-    for name in want_grads:
-        np.testing.assert_allclose(got_grads[name], want_grads[name], rtol=1e-5, atol=1e-6)
+    x = random((6, 3, 4) if layout == "TNC" else (3, 6, 4), 1)
+    # gluon's BidirectionalCell fails on NTC with valid_length (it concatenates NTC outputs
+    # with TNC reversed ones).
+    valid_length = mx.nd.array([6, 4, 1]) if layout == "TNC" else None
+    want = unroll_and_grads(ref, x, layout, valid_length, merge_outputs=merge_outputs)
+    assert_same(unroll_and_grads(fused, x, layout, valid_length, merge_outputs=merge_outputs),
+                want)
+    # One operator per direction for the bidirectional cell and the residual one; the
+    # zoneout cell steps its cell.
+    out, states = fused.unroll(6, mx.sym.var("x"), layout=layout, merge_outputs=True,
+                               valid_length=mx.sym.var("len"))
+    assert fused_ops(mx.sym.Group([out] + states)) == 2 + 1 + 6
+
+
+class Unroll(mx.gluon.HybridBlock):
+    """A parent block whose graph calls unroll."""
+
+    def __init__(self, make_cell, length, layout, given_state):
+        super().__init__()
+        self._length, self._layout, self._given_state = length, layout, given_state
+        with self.name_scope():
+            self.cell = make_cell()
+
+    def hybrid_forward(self, F, x, valid_length, *begin_state):
+        return self.cell.unroll(self._length, x, layout=self._layout, merge_outputs=True,
+                                begin_state=list(begin_state) if self._given_state else None,
+                                valid_length=valid_length)
+
+
+def block_and_grads(block, x, valid_length, begin_state):
+    x, begin_state = leaves(x), leaves(begin_state)
+    rng = np.random.default_rng(7)
+    with mx.autograd.record():
+        out, states = block(x, valid_length, *begin_state)
+        loss = sum((p * mx.nd.array(rng.standard_normal(p.shape), dtype=p.dtype)).sum()
+                   for p in [out] + states)
+    loss.backward()
+    grads = {"x": x.grad.asnumpy(), "begin_state": [s.grad.asnumpy() for s in begin_state]}
+    grads.update({k[len(block.prefix):]: p.grad().asnumpy()
+                  for k, p in block.collect_params().items()})
+    return (out, states), grads
+
+
+# gluon's symbolic begin_state is float32, so float64 needs given states.
+@pytest.mark.parametrize("given_state, dtype", [(False, "float32"), (True, "float32"),
+                                                (True, "float64")])
+@pytest.mark.parametrize("layout", ["NTC", "TNC"])
+@pytest.mark.parametrize("kind", FUSED + ["stack"])
+def test_unroll_in_a_hybridized_parent_with_a_deferred_input_size(kind, layout, given_state,
+                                                                   dtype, tmp_path):
+    def make(fused):
+        if kind == "stack":
+            cls = (fusedrnn if fused else mx.gluon.rnn).GRUCell
+            seq = mx.gluon.rnn.HybridSequentialRNNCell()
+            with seq.name_scope():
+                seq.add(mx.gluon.rnn.BidirectionalCell(cls(5), cls(5)))
+                seq.add(mx.gluon.rnn.ResidualCell(cls(10)))
+            return seq
+        return CELLS[kind][1 if fused else 0](6, **CELLS[kind][2])
+
+    fused = Unroll(lambda: make(True), 5, layout, given_state)
+    fused.initialize(mx.init.Uniform(0.3))
+    fused.cast(dtype)
+    fused.hybridize()
+    x = random((3, 5, 4) if layout == "NTC" else (5, 3, 4), 3, dtype)
+    valid_length = mx.nd.array([5, 1, 3])
+    state_sizes = [5, 5, 10] if kind == "stack" else [6] * STATES[kind]
+    begin = ([random((3, h), 20 + k, dtype) for k, h in enumerate(state_sizes)]
+             if given_state else [])
+    got = block_and_grads(fused, x, valid_length, begin)
+    fused.save_parameters(str(tmp_path / "p"))
+    ref = Unroll(lambda: make(False), 5, layout, given_state)
+    ref.cast(dtype)
+    ref.load_parameters(str(tmp_path / "p"))
+    ref.hybridize()
+    tol = 1e-5 if dtype == "float32" else 1e-12
+    assert_same(block_and_grads(fused, x, valid_length, begin), got, tol, tol / 10)
+    assert_same(got, block_and_grads(ref, x, valid_length, begin), tol, tol / 10)
+
+
+@pytest.mark.parametrize("hybridize", [False, True])
+@pytest.mark.parametrize("kind", FUSED)
+def test_float64(kind, hybridize, tmp_path):
+    ref, fused = twin_cells(kind, tmp_path, lambda cls: cls(6, **CELLS[kind][2]))
+    for cell in (ref, fused):
+        cell.cast("float64")
+        if hybridize:
+            cell.hybridize()
+    x = random((3, 5, 4), 4, "float64")
+    begin = begin_states(kind, 3, 6, "float64")
+    valid_length = mx.nd.array([5, 1, 3])
+    want = unroll_and_grads(ref, x, "NTC", valid_length, begin)
+    assert_same(unroll_and_grads(fused, x, "NTC", valid_length, begin), want, rtol=1e-12,
+                atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", list(CELLS))
+def test_steps_match_gluon(kind, tmp_path):
+    ref, fused = twin_cells(kind, tmp_path, lambda cls: cls(6, **CELLS[kind][2]))
+    x = random((5, 3, 4), 5)
+    got, want = begin_states(kind, 3, 6), begin_states(kind, 3, 6)
+    for t in range(5):
+        got_out, got = fused(x[t], got)
+        want_out, want = ref(x[t], want)
+        for g, w in zip([got_out] + got, [want_out] + want):
+            np.testing.assert_allclose(g.asnumpy(), w.asnumpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("make", [lambda: fusedrnn.GRUCell(6, reset_after=False),
+                                  lambda: fusedrnn.RNNCell(6)], ids=["gru_reset_before", "rnn"])
+def test_unroll_equals_steps(make):
+    cell = make()
+    cell.initialize(mx.init.Uniform(0.3))
+    x = random((5, 3, 4), 6)
+    step_states = begin_states("gru", 3, 6)
+    outputs, states = cell.unroll(5, x, begin_state=step_states, layout="TNC")
+    for t in range(5):
+        out, step_states = cell(x[t], step_states)
+        np.testing.assert_allclose(outputs[t].asnumpy(), out.asnumpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(states[0].asnumpy(), step_states[0].asnumpy(), rtol=1e-5,
+                               atol=1e-6)
 
 
 def test_cell_grad_req_add_and_deferred_input_size():

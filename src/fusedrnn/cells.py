@@ -1,19 +1,40 @@
-"""Gluon cells: drop-ins for mxnet.gluon.rnn.LSTMCell / GRUCell / RNNCell where each step is
-one fused operator (`_fusedrnn_layer` over a single step).
+"""Gluon cells: drop-ins for mxnet.gluon.rnn.LSTMCell / GRUCell / RNNCell on fusedrnn's kernels.
 
 Each class subclasses its gluon.rnn counterpart, so the constructor, parameter names,
 `begin_state` and `unroll(length, inputs, begin_state, layout, merge_outputs, valid_length)`
-are MXNet's, and the cells compose with SequentialRNNCell, BidirectionalCell, ResidualCell
-and DropoutCell. A cell built with activations the fused operator does not have (other than
-MXNet's defaults, or tanh/relu for RNNCell) falls back to gluon's own step.
+are MXNet's, and the cells compose with SequentialRNNCell, BidirectionalCell, ResidualCell,
+DropoutCell and ZoneoutCell. A step (`cell(x, states)`, e.g. in a decoding loop) is one fused
+operator (`_fusedrnn_layer` over a single step). `unroll` runs the whole sequence as one
+`_fusedrnn_layer`, imperatively or in a graph; with `valid_length` no work is spent on
+padding: outputs past a sample's length are 0 and its states come from its last valid step,
+as gluon's unroll returns them (return types included). In a graph, a step (unlike unroll)
+needs begin states of known batch size. A cell built with activations the fused operator
+does not have (other than MXNet's defaults, or tanh/relu for RNNCell) falls back to gluon's
+own step and unroll.
 """
-from mxnet import gluon
+from mxnet import gluon, ndarray, symbol
+from mxnet.gluon.parameter import DeferredInitializationError
+from mxnet.gluon.rnn.rnn_cell import _format_sequence, _get_begin_state
 
 __all__ = ["LSTMCell", "GRUCell", "RNNCell"]
 
+_PARAMS = ("i2h_weight", "h2h_weight", "i2h_bias", "h2h_bias")
+
+
+def _zeros_sized_by(F, x, axis, x_axis, size):
+    """Zeros [2-D, x's dtype]: `axis` as long as x's `x_axis`, the other axis `size` long.
+
+    The operator library cannot infer an operator's input shapes, so a graph input whose
+    shape is left to inference (the batch size of gluon's symbolic begin_state, a deferred
+    input size) gets it from x by adding these zeros: addition is a native operator, which
+    infers its inputs' shapes."""
+    corner = F.zeros_like(F.reshape(F.slice(x, begin=(0, 0, 0), end=(1, 1, 1)), shape=(1, 1)))
+    line = F.broadcast_like(corner, x, lhs_axes=(axis,), rhs_axes=(x_axis,))
+    return F.broadcast_axis(line, axis=1 - axis, size=size)
+
 
 class _FusedCell:
-    """The shared step of the fused cells (mixed into the gluon.rnn cell classes)."""
+    """The shared step and unroll of the fused cells (mixed into the gluon.rnn cell classes)."""
 
     _reset_after = True
 
@@ -25,28 +46,79 @@ class _FusedCell:
         # deferred input size is set here from the data.
         self.i2h_weight.shape = (self.i2h_weight.shape[0], inputs.shape[-1])
 
+    def _operator_params(self, F, params):
+        # lib_api cannot tell the operator to add to a gradient, so a parameter whose
+        # gradient accumulates reaches it through a copy, whose backward does add.
+        return [F.identity(params[name]) if getattr(self, name).grad_req == "add"
+                else params[name] for name in _PARAMS]
+
     def hybrid_forward(self, F, inputs, states, i2h_weight, h2h_weight, i2h_bias, h2h_bias):
         mode = self._fused_mode()
         if mode is None:
             return super().hybrid_forward(F, inputs, states, i2h_weight, h2h_weight, i2h_bias,
                                           h2h_bias)
         self._counter += 1
-
-        def param(name, value):
-            # lib_api cannot tell the operator to add to a gradient, so a parameter whose
-            # gradient accumulates reaches it through a copy, whose backward does add.
-            return F.identity(value) if getattr(self, name).grad_req == "add" else value
-
-        args = [F.expand_dims(inputs, axis=0), param("i2h_weight", i2h_weight),
-                param("h2h_weight", h2h_weight), param("i2h_bias", i2h_bias),
-                param("h2h_bias", h2h_bias)] + list(states)
+        params = dict(i2h_weight=i2h_weight, h2h_weight=h2h_weight, i2h_bias=i2h_bias,
+                      h2h_bias=h2h_bias)
+        args = [F.expand_dims(inputs, axis=0)] + self._operator_params(F, params) + list(states)
         res = F._internal._fusedrnn_layer(*args, mode=mode, reset_after=self._reset_after)
         next_h = res[1]
         return next_h, [next_h] + ([res[2]] if mode == "lstm" else [])
 
+    def _unroll_params(self, F, x):
+        if F is symbol:
+            return {name: getattr(self, name).var() for name in _PARAMS}
+        # The cell is not called through Block.__call__ here, so the deferred initialisation
+        # that HybridBlock.forward would do happens here.
+        try:
+            return {name: getattr(self, name).data(x.context) for name in _PARAMS}
+        except DeferredInitializationError:
+            self.infer_shape(x)
+            for param in self.params.values():
+                param._finish_deferred_init()
+            return {name: getattr(self, name).data(x.context) for name in _PARAMS}
+
+    def unroll(self, length, inputs, begin_state=None, layout="NTC", merge_outputs=None,
+               valid_length=None):
+        mode = self._fused_mode()
+        if mode is None:
+            return super().unroll(length, inputs, begin_state=begin_state, layout=layout,
+                                  merge_outputs=merge_outputs, valid_length=valid_length)
+        self.reset()
+        x, axis, F, batch_size = _format_sequence(length, inputs, layout, True)
+        if F is ndarray:
+            assert x.shape[axis] == length, \
+                "unroll(length={}) of inputs with {} steps".format(length, x.shape[axis])
+        states = list(_get_begin_state(self, F, begin_state, x, batch_size))
+        if axis != 0:
+            x = F.swapaxes(x, dim1=0, dim2=axis)
+        params = self._unroll_params(F, x)
+        if F is symbol:
+            zeros = _zeros_sized_by(F, x, 0, 1, self._hidden_size)
+            states = [F.elemwise_add(s, zeros) for s in states]
+            if self.i2h_weight.shape[1] == 0:
+                zeros = _zeros_sized_by(F, x, 1, 2, self.i2h_weight.shape[0])
+                params["i2h_weight"] = F.elemwise_add(params["i2h_weight"], zeros)
+        args = [x] + self._operator_params(F, params) + states
+        if valid_length is not None:
+            args.append(valid_length)
+        res = F._internal._fusedrnn_layer(*args, mode=mode, reset_after=self._reset_after,
+                                          use_lengths=valid_length is not None)
+        outputs = res[0] if axis == 0 else F.swapaxes(res[0], dim1=0, dim2=axis)
+        # gluon's unroll, asked for neither, returns a list of steps, or one tensor when it
+        # masked padding (valid_length); the same here, so that indexing the result means
+        # the same thing with either cell.
+        if merge_outputs is None:
+            merge_outputs = valid_length is not None
+        outputs, _, _, _ = _format_sequence(length, outputs, layout, merge_outputs)
+        # Counted as gluon's unroll counts its steps, so that steps taken afterwards go on
+        # from the same count.
+        self._counter += length
+        return outputs, [res[1]] + ([res[2]] if mode == "lstm" else [])
+
 
 class LSTMCell(_FusedCell, gluon.rnn.LSTMCell):
-    """Drop-in for `mxnet.gluon.rnn.LSTMCell`; one fused operator per step."""
+    """Drop-in for `mxnet.gluon.rnn.LSTMCell`; one fused operator per step or unroll."""
 
     def _fused_mode(self):
         default = self._activation == "tanh" and self._recurrent_activation == "sigmoid"
