@@ -89,7 +89,7 @@ def main():
 
     fusedrnn.kernels.set_num_threads(args.threads)
     modes = ["lstm", "gru"] if args.quick else ["lstm", "gru", "rnn_tanh"]
-    steps = [1, 2, 8, 32] if args.quick else [1, 2, 4, 8, 16, 32, 64]
+    steps = [1, 2, 8, 32] if args.quick else [1, 2, 3, 4, 8, 32]
     batches = [1, 32] if args.quick else [1, 8, 64]
     hiddens = [64, 512] if args.quick else [64, 256, 1024]
     rows = []

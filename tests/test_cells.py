@@ -357,3 +357,37 @@ def test_parameter_files_move_both_ways_and_trainer_steps_agree(fused_first, tmp
         assert ka[len(a.prefix):] == kb[len(b.prefix):]
         np.testing.assert_allclose(vb.data().asnumpy(), va.data().asnumpy(), rtol=1e-4,
                                    atol=1e-5)
+
+
+class _Decoder(mx.gluon.HybridBlock):
+    """Steps a cell (wrapped in a ZoneoutCell) from gluon's begin_state inside a graph, where
+    the states' batch size is left to shape inference."""
+
+    def __init__(self, cell_cls, **kw):
+        super().__init__(**kw)
+        with self.name_scope():
+            self.cell = mx.gluon.rnn.ZoneoutCell(cell_cls(6), zoneout_states=0.0)
+
+    def hybrid_forward(self, F, x):
+        states = self.cell.begin_state(batch_size=0, func=F.zeros)
+        outs = []
+        for t in range(3):
+            out, states = self.cell(F.squeeze(F.slice_axis(x, axis=1, begin=t, end=t + 1),
+                                              axis=1), states)
+            outs.append(out)
+        return F.stack(*outs, axis=1)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_steps_inside_hybridized_parent(kind, tmp_path):
+    gluon_cls, fused_cls = CELLS[kind][0], CELLS[kind][1]
+    ref = _Decoder(gluon_cls, prefix="dec_")
+    ref.initialize(mx.init.Uniform(0.3))
+    ref.hybridize()  # a batch size of 0 only works in a graph
+    x = random((2, 3, 4), 7)
+    want = ref(x)
+    ref.save_parameters(str(tmp_path / "p"))
+    fused = _Decoder(fused_cls, prefix="dec_")
+    fused.load_parameters(str(tmp_path / "p"))
+    fused.hybridize()
+    np.testing.assert_allclose(fused(x).asnumpy(), want.asnumpy(), rtol=1e-5, atol=1e-6)

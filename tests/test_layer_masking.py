@@ -185,20 +185,11 @@ def test_unroll_paths_agree(mode, kind, layout, hybridize, tmp_path):
 
 
 def test_unrolled_graph_has_one_operator_per_step(tmp_path):
-    net = make_layer("gru", unroll=True)
-    net.hybridize()
-    net(mx.nd.ones((T, 2, C)))
-    net.export(str(tmp_path / "gru"))
-    sym = mx.sym.load(str(tmp_path / "gru-symbol.json"))
-    ops = [n for n in sym.get_internals().list_outputs() if "_fusedrnn_layer" in n]
-    assert len({o.rsplit("_output", 1)[0] for o in ops}) == T
-    fused = make_layer("gru", unroll=False)
-    fused.hybridize()
-    fused(mx.nd.ones((T, 2, C)))
-    fused.export(str(tmp_path / "fused"))
-    sym = mx.sym.load(str(tmp_path / "fused-symbol.json"))
-    ops = [n for n in sym.get_internals().list_outputs() if "_fusedrnn_layer" in n]
-    assert len({o.rsplit("_output", 1)[0] for o in ops}) == 1
+    for unroll, count in [(True, T), (False, 1)]:
+        net = make_layer("gru", unroll=unroll)
+        net.hybridize()
+        net(mx.nd.ones((T, 2, C)))
+        assert fused_operator_count(net, tmp_path) == count
 
 
 def test_hybridized_layer_follows_changes_of_length_and_valid_input():
@@ -288,3 +279,40 @@ def test_bad_construction_and_missing_lengths():
         net(mx.nd.ones((T, N, C)))
     with pytest.raises(ValueError, match="unroll=True needs the sequence length"):
         make_layer("lstm", unroll=True)(mx.sym.var("x"))
+
+
+def fused_operator_count(net, tmp_path):
+    """The number of _fusedrnn_layer operators in a hybridized layer's last graph."""
+    net.export(str(tmp_path / "net"))
+    sym = mx.sym.load(str(tmp_path / "net-symbol.json"))
+    ops = [n for n in sym.get_internals().list_outputs() if "_fusedrnn_layer" in n]
+    return len({o.rsplit("_output", 1)[0] for o in ops})
+
+
+def test_choose_unroll_rule():
+    # Where bench/results/unroll.json has the per-step graph ahead ...
+    assert fusedrnn.choose_unroll("lstm", 3, 1, 1024, training=False)
+    assert fusedrnn.choose_unroll("gru", 4, 1, 256, training=False)
+    assert fusedrnn.choose_unroll("rnn_tanh", 2, 1, 256, training=False)
+    # ... and where it is not.
+    assert not fusedrnn.choose_unroll("lstm", 3, 1, 1024, training=True)
+    assert not fusedrnn.choose_unroll("lstm", 8, 1, 1024, training=False)
+    assert not fusedrnn.choose_unroll("lstm", 3, 8, 1024, training=False)
+    assert not fusedrnn.choose_unroll("lstm", 3, 1, 64, training=False)
+    assert not fusedrnn.choose_unroll("rnn_tanh", 3, 1, 1024, training=False)
+
+
+def test_auto_unrolls_per_call_and_gives_the_same_numbers(tmp_path):
+    """A hybridized 'auto' layer runs a single sequence of 3 steps as per-step operators in
+    inference and as one fused operator in training, with the same numbers either way."""
+    net = fusedrnn.LSTM(256, input_size=C)
+    net.initialize(mx.init.Uniform(0.1))
+    net.hybridize()
+    x = mx.nd.array(np.random.default_rng(13).standard_normal((3, 1, C)))
+    mask = mx.nd.array([[1], [0], [1]])
+    infer = net(x, mask=mask).asnumpy()
+    assert fused_operator_count(net, tmp_path) == 3
+    with mx.autograd.record():
+        train = net(x, mask=mask).asnumpy()
+    assert fused_operator_count(net, tmp_path) == 1
+    np.testing.assert_allclose(train, infer, rtol=1e-6, atol=1e-7)

@@ -227,3 +227,42 @@ def test_projection_matches_pytorch_and_clipping_matches_kernels():
     np.testing.assert_array_equal(out.asnumpy(), want.y)
     np.testing.assert_array_equal(c.asnumpy()[0], want.cy)
     assert np.abs(c.asnumpy()).max() <= np.float32(0.1)
+
+
+class _Tagger(mx.gluon.HybridBlock):
+    """A fused layer inside a parent block, its states left to gluon's begin_state (which in
+    a graph leaves the batch size to shape inference), optionally with a mask."""
+
+    def __init__(self, layer, **kw):
+        super().__init__(**kw)
+        with self.name_scope():
+            self.rnn = layer
+            self.out = mx.gluon.nn.Dense(3, flatten=False)
+
+    def hybrid_forward(self, F, x, mask=None):
+        return self.out(self.rnn(x) if mask is None else self.rnn(x, mask=mask))
+
+
+@pytest.mark.parametrize("use_mask", [False, True])
+@pytest.mark.parametrize("mode", ["lstm", "gru"])
+def test_layer_inside_hybridized_parent(mode, use_mask, tmp_path):
+    cls = {"lstm": fusedrnn.LSTM, "gru": fusedrnn.GRU}[mode]
+    make = lambda: _Tagger(cls(7, num_layers=2, bidirectional=True, layout="NTC"),  # noqa: E731
+                           prefix="tagger_")
+    plain, hybrid = make(), make()
+    plain.initialize(mx.init.Uniform(0.3))
+    x = mx.nd.array(np.random.default_rng(3).standard_normal((3, 5, 4)))
+    args = [x]
+    if use_mask:
+        args.append(mx.nd.array(np.random.default_rng(4).random((3, 5)) < 0.7))
+    want = plain(*args)
+    plain.save_parameters(str(tmp_path / "p"))
+    hybrid.load_parameters(str(tmp_path / "p"))
+    hybrid.hybridize()
+    got = hybrid(*args)
+    np.testing.assert_allclose(got.asnumpy(), want.asnumpy(), rtol=1e-5, atol=1e-6)
+    # Deferred input size inside the parent, too.
+    fresh = make()
+    fresh.initialize()
+    fresh.hybridize()
+    assert fresh(*args).shape == (3, 5, 3)

@@ -17,6 +17,7 @@
 #include <cmath>
 #include <cstring>
 #include <exception>
+#include <initializer_list>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -335,10 +336,55 @@ MXReturnValue infer_type(const Attrs& attrs, std::vector<int>* in, std::vector<i
   });
 }
 
+constexpr unsigned kUnknown = static_cast<unsigned>(-1);
+
+// Fills the unknown dimensions of the inputs from x and the known ones, as MXNet's own RNN op
+// does: a deferred input size leaves w_ih's columns open, and inside a graph gluon's
+// begin_state leaves the batch size to shape inference. (lib_api copies changed input shapes
+// back to MXNet.)
+void complete_inputs(const LayerAttrs& a, std::vector<std::vector<unsigned>>* in) {
+  const Slots s(a);
+  std::vector<std::vector<unsigned>>& v = *in;
+  auto dim = [&](int slot, size_t k) {
+    return slot >= 0 && k < v[slot].size() ? v[slot][k] : kUnknown;
+  };
+  auto first_known = [](std::initializer_list<unsigned> dims) {
+    for (unsigned d : dims)
+      if (d != kUnknown) return d;
+    return kUnknown;
+  };
+  if (v[s.x].size() != 3) return;
+  for (unsigned d : v[s.x])
+    if (d == kUnknown) return;
+  const unsigned T = v[s.x][0], N = v[s.x][1], C = v[s.x][2];
+  const unsigned G = fusedrnn::gate_count(a.mode);
+  auto per_gate = [G](unsigned d) { return d == kUnknown || d % G ? kUnknown : d / G; };
+  const unsigned H = first_known({per_gate(dim(s.w_ih, 0)), per_gate(dim(s.w_hh, 0)),
+                                  per_gate(dim(s.b_ih, 0)), per_gate(dim(s.b_hh, 0)),
+                                  dim(s.c0, 1), dim(s.w_hr, 1)});
+  if (H == kUnknown || H == 0) return;
+  const unsigned P = a.projection ? first_known({dim(s.w_hr, 0), dim(s.h0, 1), dim(s.w_hh, 1)})
+                                  : H;
+  if (P == kUnknown) return;
+  const std::vector<std::pair<int, std::vector<unsigned>>> expect = {
+      {s.w_ih, {G * H, C}}, {s.w_hh, {G * H, P}}, {s.b_ih, {G * H}}, {s.b_hh, {G * H}},
+      {s.h0, {N, P}},       {s.c0, {N, H}},       {s.w_hr, {P, H}},  {s.lengths, {N}},
+      {s.mask, {T, N}}};
+  for (const auto& e : expect) {
+    if (e.first < 0) continue;
+    std::vector<unsigned>& shape = v[e.first];
+    bool fits = shape.empty() || shape.size() == e.second.size();
+    for (size_t k = 0; fits && k < shape.size(); ++k)
+      fits = shape[k] == kUnknown || shape[k] == e.second[k];
+    if (fits) shape = e.second;
+  }
+}
+
 MXReturnValue infer_shape(const Attrs& attrs, std::vector<std::vector<unsigned>>* in,
                           std::vector<std::vector<unsigned>>* out) {
   return guarded([&] {
     const LayerAttrs a = parse(attrs);
+    complete_inputs(a, in);
     const fusedrnn::RnnDesc d = describe(a, *in);
     const unsigned T = d.steps, N = d.batch, P = d.out_size(), H = d.hidden_size;
     (*out)[0] = {T, N, P};

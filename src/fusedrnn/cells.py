@@ -7,8 +7,7 @@ DropoutCell and ZoneoutCell. A step (`cell(x, states)`, e.g. in a decoding loop)
 operator (`_fusedrnn_layer` over a single step). `unroll` runs the whole sequence as one
 `_fusedrnn_layer`, imperatively or in a graph; with `valid_length` no work is spent on
 padding: outputs past a sample's length are 0 and its states come from its last valid step,
-as gluon's unroll returns them (return types included). In a graph, a step (unlike unroll)
-needs begin states of known batch size. A cell built with activations the fused operator
+as gluon's unroll returns them (return types included). A cell built with activations the fused operator
 does not have (other than MXNet's defaults, or tanh/relu for RNNCell) falls back to gluon's
 own step and unroll.
 """
@@ -21,18 +20,6 @@ __all__ = ["LSTMCell", "GRUCell", "RNNCell"]
 _PARAMS = ("i2h_weight", "h2h_weight", "i2h_bias", "h2h_bias")
 
 
-def _zeros_sized_by(F, x, axis, x_axis, size):
-    """Zeros [2-D, x's dtype]: `axis` as long as x's `x_axis`, the other axis `size` long.
-
-    The operator library cannot infer an operator's input shapes, so a graph input whose
-    shape is left to inference (the batch size of gluon's symbolic begin_state, a deferred
-    input size) gets it from x by adding these zeros: addition is a native operator, which
-    infers its inputs' shapes."""
-    corner = F.zeros_like(F.reshape(F.slice(x, begin=(0, 0, 0), end=(1, 1, 1)), shape=(1, 1)))
-    line = F.broadcast_like(corner, x, lhs_axes=(axis,), rhs_axes=(x_axis,))
-    return F.broadcast_axis(line, axis=1 - axis, size=size)
-
-
 class _FusedCell:
     """The shared step and unroll of the fused cells (mixed into the gluon.rnn cell classes)."""
 
@@ -40,11 +27,6 @@ class _FusedCell:
 
     def _fused_mode(self):
         raise NotImplementedError
-
-    def infer_shape(self, inputs, *args):
-        # MXNet's operator-library interface cannot infer an operator's input shapes, so the
-        # deferred input size is set here from the data.
-        self.i2h_weight.shape = (self.i2h_weight.shape[0], inputs.shape[-1])
 
     def _operator_params(self, F, params):
         # lib_api cannot tell the operator to add to a gradient, so a parameter whose
@@ -73,7 +55,7 @@ class _FusedCell:
         try:
             return {name: getattr(self, name).data(x.context) for name in _PARAMS}
         except DeferredInitializationError:
-            self.infer_shape(x)
+            self.i2h_weight.shape = (self.i2h_weight.shape[0], x.shape[-1])
             for param in self.params.values():
                 param._finish_deferred_init()
             return {name: getattr(self, name).data(x.context) for name in _PARAMS}
@@ -93,12 +75,6 @@ class _FusedCell:
         if axis != 0:
             x = F.swapaxes(x, dim1=0, dim2=axis)
         params = self._unroll_params(F, x)
-        if F is symbol:
-            zeros = _zeros_sized_by(F, x, 0, 1, self._hidden_size)
-            states = [F.elemwise_add(s, zeros) for s in states]
-            if self.i2h_weight.shape[1] == 0:
-                zeros = _zeros_sized_by(F, x, 1, 2, self.i2h_weight.shape[0])
-                params["i2h_weight"] = F.elemwise_add(params["i2h_weight"], zeros)
         args = [x] + self._operator_params(F, params) + states
         if valid_length is not None:
             args.append(valid_length)
