@@ -107,9 +107,7 @@ def main():
                                      "fused_ms": fused[0], "fused_iqr_ms": fused[1],
                                      "unrolled_ms": unrolled[0],
                                      "unrolled_iqr_ms": unrolled[1],
-                                     "ratio": unrolled[0] / fused[0],
-                                     "auto_unrolls": fusedrnn.choose_unroll(mode, T, N, H,
-                                                                            training)})
+                                     "ratio": unrolled[0] / fused[0]})
                         print(f"{mode:8s} {T:4d} {N:4d} {H:5d} {phase:5s} {fused[0]:10.3f} "
                               f"{unrolled[0]:12.3f} {rows[-1]['ratio']:15.2f}", flush=True)
     header = {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),

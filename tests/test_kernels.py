@@ -434,3 +434,14 @@ def test_bad_backward_arguments():
         kernels.backward("lstm", *args, fwd.reserve, dhy=np.zeros((3, 5), np.float32), **kwargs)
     with pytest.raises(TypeError, match="dcy has dtype float64"):
         kernels.backward("lstm", *args, fwd.reserve, dcy=np.zeros((3, 6)), **kwargs)
+
+
+def test_denormal_flushing_stays_inside_the_call():
+    """The kernels flush denormals to zero while they run (speed), and leave the caller's
+    floating-point mode as it was: NumPy still produces denormals afterwards."""
+    problem = make_problem("lstm", 3, 2, 4, 5, dtype=np.float32)
+    fwd = kernels.forward("lstm", **problem, training=True)
+    args, kwargs = backward_args(problem)
+    kernels.backward("lstm", *args, fwd.reserve, dy=np.ones_like(fwd.y), **kwargs)
+    tiny = np.float32(1e-39)  # below float32's smallest normal number, 1.18e-38
+    assert tiny * np.float32(1.0) == tiny and tiny / np.float32(2) > 0

@@ -362,6 +362,7 @@ template <typename T>
 void forward(const RnnDesc& d, const Valid& valid, const T* x, const Weights<T>& w,
              const T* h0, const T* c0, T* y, T* hy, T* cy, T* reserve) {
   validate(d, valid);
+  const detail::FlushDenormals flush;
   const Plan plan(d, valid);
   const int64_t C = d.input_size, H = d.hidden_size, P = d.out_size(), TN = d.steps * d.batch;
   const bool lstm = d.mode == Mode::kLstm;
@@ -414,6 +415,7 @@ void backward(const RnnDesc& d, const Valid& valid, const T* x, const Weights<T>
               const T* dcy, const Grads<T>& g) {
   validate(d, valid);
   if (reserve == nullptr) throw InvalidArgument("reserve is required for backward");
+  const detail::FlushDenormals flush;
   const Plan plan(d, valid);
   const int64_t C = d.input_size, H = d.hidden_size, P = d.out_size(), TN = d.steps * d.batch;
   const int64_t GH = gate_count(d.mode) * H;

@@ -12,6 +12,7 @@
 #include <thread>
 #include <vector>
 
+#include "common.h"
 #include "fusedrnn/rnn.h"
 
 namespace fusedrnn {
@@ -60,6 +61,7 @@ class Pool {
   }
 
   void work(int tid) {
+    _mm_setcsr(_mm_getcsr() | FlushDenormals::kFlushBits);
     int64_t seen = 0;
     for (;;) {
       const ParallelBody* body;
