@@ -112,13 +112,47 @@ def epoch(strategy, lengths, data, batch_size, repeats):
             "padding_fraction": 1 - real / padded, "batches": len(batches)}
 
 
+def markdown(data):
+    """The README's tables."""
+    h = data["header"]
+    b = h["batch_shape"]
+    lines = [f"One batch: T={b['T']}, N={b['N']}, I={b['I']}, H={b['H']}, {b['layers']} layers, "
+             f"{100 * data['batch'][0]['padding_fraction']:.0f}% padding; {h['threads']} "
+             f"threads, median ms per call ({h['date'][:10]}).", "",
+             "| mode | phase | padded, no lengths | post-padded, sequence_length | "
+             "post-padded, mask | pre-padded, mask | MXNet gluon.rnn, padded |",
+             "|---|---|---|---|---|---|---|"]
+    for r in data["batch"]:
+        lines.append(f"| {r['mode']} | {r['phase']} | {r['padded_ms']:.1f} | "
+                     f"{r['post_lengths_ms']:.1f} | {r['post_mask_ms']:.1f} | "
+                     f"{r['pre_mask_ms']:.1f} | {r['mxnet_padded_ms']:.1f} |")
+    e = h["epoch"]
+    lines += ["", f"One training epoch (forward + backward), {e['sequences']} sequences of "
+              f"{e['length_min_max'][0]}-{e['length_min_max'][1]} steps, batch 32, 2-layer "
+              f"LSTM H={b['H']}:", "",
+              "| batches | padding | epoch s | real tokens / s |", "|---|---|---|---|"]
+    names = {"padded_global": "random, padded to the longest sequence, no lengths",
+             "padded_batch": "random, padded per batch, sequence_length",
+             "bucketed": "BucketSampler + pad_collate, sequence_length"}
+    for r in data["epoch"]:
+        lines.append(f"| {names[r['strategy']]} | {100 * r['padding_fraction']:.0f}% | "
+                     f"{r['epoch_ms'] / 1e3:.2f} | {r['tokens_per_s']:.0f} |")
+    return "\n".join(lines)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[1])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=11)
+    ap.add_argument("--repeats", type=int, default=21)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--report", metavar="JSON", help="print the markdown tables of a result "
+                                                      "and exit")
     args = ap.parse_args()
+    if args.report:
+        with open(args.report) as f:
+            print(markdown(json.load(f)))
+        return
     clean_env(args.threads)
     import numpy as np
     import fusedrnn

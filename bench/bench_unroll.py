@@ -75,6 +75,28 @@ def measure(mode, T, N, H, unroll, training, repeats):
     return median_ms(step, repeats)
 
 
+def markdown(data):
+    """The README's summary: every row where the per-step graph was faster by more than 10%,
+    and the range of the ratio elsewhere."""
+    import fusedrnn
+    rows = data["rows"]
+    lines = ["| mode | T | N | H | phase | fused ms | unrolled ms | unrolled / fused | auto |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if r["ratio"] < 0.9:
+            auto = fusedrnn.choose_unroll(r["mode"], r["T"], r["N"], r["H"],
+                                          r["phase"] == "train")
+            lines.append(f"| {r['mode']} | {r['T']} | {r['N']} | {r['H']} | {r['phase']} | "
+                         f"{r['fused_ms']:.3f} | {r['unrolled_ms']:.3f} | {r['ratio']:.2f} | "
+                         f"{'unrolled' if auto else 'fused'} |")
+    for phase in ("train", "infer"):
+        rest = [r["ratio"] for r in rows if r["phase"] == phase and r["T"] > 1]
+        lines.append(f"\n{phase}, T > 1: unrolled / fused from {min(rest):.2f} to "
+                     f"{max(rest):.2f} (median {sorted(rest)[len(rest) // 2]:.2f}) over "
+                     f"{len(rest)} shapes.")
+    return "\n".join(lines)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[1])
     ap.add_argument("--quick", action="store_true", help="a smaller grid (about a minute)")
@@ -82,7 +104,13 @@ def main():
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--out", default=None, help="JSON file (default: bench/results/unroll.json,"
                                                 " or unroll_quick.json with --quick)")
+    ap.add_argument("--report", metavar="JSON", help="print the README's summary of a result "
+                                                      "and exit")
     args = ap.parse_args()
+    if args.report:
+        with open(args.report) as f:
+            print(markdown(json.load(f)))
+        return
     clean_env(args.threads)
     import mxnet as mx  # noqa: F401
     import fusedrnn

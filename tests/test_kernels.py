@@ -98,7 +98,7 @@ def two_threads():
 
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("variant", list(VARIANTS))
-@pytest.mark.parametrize("size", [(5, 40, 9, 70), (3, 20, 300, 150)],
+@pytest.mark.parametrize("size", [(5, 64, 9, 70), (3, 20, 300, 150)],
                          ids=["small-weights", "large-weights"])
 def test_threaded_time_loop_matches_reference(variant, reverse, size, two_threads):
     """Sizes large enough that each step is split across two threads (H not a multiple of

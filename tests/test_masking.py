@@ -76,8 +76,8 @@ def test_kernels_match_reference_with_threads():
     kernels.set_num_threads(2)
     try:
         for mode in ["lstm", "gru", "rnn_tanh"]:
-            problem = make_problem(mode, 6, 40, 9, 70, seed=4)
-            mask = masks(6, 40, seed=5)["holes"]
+            problem = make_problem(mode, 6, 64, 9, 70, seed=4)
+            mask = masks(6, 64, seed=5)["holes"]
             upstream = make_upstream(mode, problem, seed=6)
             for reverse in [False, True]:
                 got = run(kernels, mode, problem, mask, upstream, reverse=reverse)

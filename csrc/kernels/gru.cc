@@ -103,7 +103,7 @@ void gru_forward(const FwdArgs<T>& a) {
     return;
   }
 
-  const int threads = threads_for(p.steps ? p.batch[0] : 0, H, p.steps ? p.batch[0] * G * H : 0);
+  const int threads = threads_for(p.steps ? p.batch[0] : 0, p.rows, H, G * H);
   parallel_run(threads, [&](int tid, int n, Barrier& barrier) {
     int64_t b0, b1;  // this thread's panels of L units
     split(panels, tid, n, 1, &b0, &b1);
@@ -167,7 +167,7 @@ void gru_backward_panels(const BwdArgs<T>& a) {
   T* drh = w_all + w_size;
   const Vec<T> zero = {};
 
-  const int threads = threads_for(p.steps ? p.batch[0] : 0, H, p.steps ? p.batch[0] * G * H : 0);
+  const int threads = threads_for(p.steps ? p.batch[0] : 0, p.rows, H, G * H);
   parallel_run(threads, [&](int tid, int n, Barrier& barrier) {
     // Each thread's units are also its columns of dh (P == H): the recurrent product it
     // writes is what its own elementwise pass reads next step.

@@ -101,7 +101,7 @@ void lstm_forward(const FwdArgs<T>& a) {
   const bool proj = d.proj_size > 0, keep = a.extra != nullptr;
   const Clip<T> clip(d);
   const int64_t unit_panels = unit_blocks<T>(H), proj_panels = unit_blocks<T>(P);
-  const int threads = threads_for(p.steps ? p.batch[0] : 0, H, p.steps ? p.batch[0] * G * P : 0);
+  const int threads = threads_for(p.steps ? p.batch[0] : 0, p.rows, H, G * P);
   // Small weights: the input product joins the recurrent one, [x_t | h] @ [W_ih | W_hh]^T per
   // step, so the input pre-activations never go through memory and the packed weights stay
   // in cache across steps. Larger ones keep a single input product over all steps.
@@ -215,7 +215,7 @@ void lstm_backward_panels(const BwdArgs<T>& a) {
   T* dr = w_hr + w_hr_size;
   T* dh_raw = proj ? dr + p.rows * P : nullptr;
 
-  const int threads = threads_for(p.steps ? p.batch[0] : 0, H, p.steps ? p.batch[0] * G * P : 0);
+  const int threads = threads_for(p.steps ? p.batch[0] : 0, p.rows, H, G * P);
   const bool by_rows = split_by_rows(p, threads, (w_hh_size + w_hr_size) * sizeof(T));
   parallel_run(threads, [&](int tid, int n, Barrier& barrier) {
     // Split by columns, each thread owns panels of columns of dh ([q0, q1)) and of units

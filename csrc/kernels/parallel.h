@@ -27,9 +27,10 @@ class Barrier {
 using ParallelBody = std::function<void(int tid, int n, Barrier& barrier)>;
 void parallel_run(int n, const ParallelBody& body);
 
-// How many threads a time loop should use: up to loop_threads(), fewer when each step's
-// work (multiply-adds of its recurrent product over `width` units) is too small to share.
-int threads_for(int64_t batch, int64_t width, int64_t macs_per_step);
+// How many threads a time loop should use: up to loop_threads(), fewer when the work is too
+// small to share. batch: rows of the first (largest) step; rows: all packed rows; width:
+// units the product splits over; macs_per_row: multiply-adds of one row's recurrent product.
+int threads_for(int64_t batch, int64_t rows, int64_t width, int64_t macs_per_row);
 
 // Threads fusedrnn may use (set_num_threads; default OMP_NUM_THREADS, else the usable cores).
 // OpenBLAS itself is kept single-threaded: large products are split across the pool.

@@ -35,7 +35,7 @@ void rnn_forward(const FwdArgs<T>& a) {
       for_lanes<T>(0, H, [&](int64_t j, auto m) { activate(a.hp + k * H, j, m); });
     return;
   }
-  const int threads = threads_for(p.steps ? p.batch[0] : 0, H, p.steps ? p.batch[0] * H * H : 0);
+  const int threads = threads_for(p.steps ? p.batch[0] : 0, p.rows, H, H * H);
   parallel_run(threads, [&](int tid, int n, Barrier& barrier) {
     int64_t b0, b1;
     split(panels, tid, n, 1, &b0, &b1);
@@ -67,7 +67,7 @@ void rnn_backward_panels(const BwdArgs<T>& a) {
   const int64_t panels = column_blocks<T>(H, V);
 
   Buffer<T> w_hh(panels * H * W);
-  const int threads = threads_for(p.steps ? p.batch[0] : 0, H, p.steps ? p.batch[0] * H * H : 0);
+  const int threads = threads_for(p.steps ? p.batch[0] : 0, p.rows, H, H * H);
   parallel_run(threads, [&](int tid, int n, Barrier& barrier) {
     // Each thread's units are also its columns of dh: what its product writes is what its
     // own elementwise pass reads next step.
