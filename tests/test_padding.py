@@ -69,3 +69,23 @@ def test_lengths_with_the_padded_array(padding):
     np.testing.assert_array_equal(
         res.array, keras_pad([[1, 2, 3], [4], [], [5, 6, 7, 8]], maxlen=3, padding=padding,
                              truncating="post"))
+    want_mask = [[1, 1, 1], [0, 0, 1], [0, 0, 0], [1, 1, 1]] if padding == "pre" else \
+        [[1, 1, 1], [1, 0, 0], [0, 0, 0], [1, 1, 1]]
+    np.testing.assert_array_equal(res.mask, np.array(want_mask, bool))
+
+
+def test_padded_mask_feeds_a_layer_like_lengths():
+    """Pre-padded sequences with Padded.mask give the states post-padded ones give with
+    their lengths."""
+    import mxnet as mx
+    rng = np.random.default_rng(0)
+    seqs = [rng.standard_normal((n, 3)).astype(np.float32) for n in (4, 1, 3)]
+    layer = fusedrnn.GRU(5, layout="NTC", input_size=3)
+    layer.initialize()
+    pre = fusedrnn.pad_sequences(seqs, dtype="float32", return_lengths=True)
+    post = fusedrnn.pad_sequences(seqs, dtype="float32", padding="post", return_lengths=True)
+    _, by_mask = layer(mx.nd.array(pre.array), layer.begin_state(3),
+                       mask=mx.nd.array(pre.mask))
+    _, by_len = layer(mx.nd.array(post.array), layer.begin_state(3),
+                      sequence_length=mx.nd.array(post.lengths))
+    np.testing.assert_allclose(by_mask[0].asnumpy(), by_len[0].asnumpy(), rtol=1e-6)

@@ -13,10 +13,20 @@ import numpy as np
 
 __all__ = ["pad_sequences", "Padded"]
 
-# array: the padded batch [num_samples, maxlen, ...]; lengths: int64 [num_samples], the
-# number of valid steps in each row; padding: 'pre' (data at the end of each row) or 'post'
-# (data at the start).
-Padded = namedtuple("Padded", ["array", "lengths", "padding"])
+class Padded(namedtuple("Padded", ["array", "lengths", "padding"])):
+    """array: the padded batch [num_samples, maxlen, ...]; lengths: int64 [num_samples], the
+    number of valid steps in each row; padding: 'pre' (data at the end of each row) or 'post'
+    (data at the start). Post-padded: pass `lengths` as a layer's `sequence_length`; either
+    side: pass `mask`."""
+    __slots__ = ()
+
+    @property
+    def mask(self):
+        """[num_samples, maxlen] bools, True where a row holds data: a layer's `mask` for
+        layout 'NTC' (transpose it for 'TNC')."""
+        maxlen = self.array.shape[1] if self.array.ndim > 1 else 0
+        steps, lengths = np.arange(maxlen), np.asarray(self.lengths)[:, None]
+        return steps >= maxlen - lengths if self.padding == "pre" else steps < lengths
 
 
 def pad_sequences(sequences, maxlen=None, dtype="int32", padding="pre", truncating="pre",
