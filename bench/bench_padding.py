@@ -17,15 +17,11 @@ lengths; real tokens per second and the padding fraction each reached.
 Median of repeats after warm-up, mx.nd.waitall() before each clock read; OPENBLAS_CORETYPE /
 OPENBLAS_L2_SIZE removed and MXNet's NaiveEngine (the script re-executes itself).
 """
-import argparse
-import datetime
-import json
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_unroll import ROOT, clean_env, median_ms  # noqa: E402
+from _common import median_ms, start, write  # noqa: E402
 
 T, N, I, H, LAYERS = 100, 32, 128, 256, 2
 
@@ -141,22 +137,8 @@ def markdown(data):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[1])
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=21)
-    ap.add_argument("--out", default=None)
-    ap.add_argument("--report", metavar="JSON", help="print the markdown tables of a result "
-                                                      "and exit")
-    args = ap.parse_args()
-    if args.report:
-        with open(args.report) as f:
-            print(markdown(json.load(f)))
-        return
-    clean_env(args.threads)
+    args = start(__doc__, markdown, repeats=21)
     import numpy as np
-    import fusedrnn
-    fusedrnn.kernels.set_num_threads(args.threads)
 
     batch_rows = []
     for mode in (["lstm"] if args.quick else ["lstm", "gru"]):
@@ -173,18 +155,11 @@ def main():
         print(f"epoch {strategy:14s} {r['epoch_ms']:9.1f} ms  {r['tokens_per_s']:9.0f} "
               f"tokens/s  padding {100 * r['padding_fraction']:.0f}%", flush=True)
 
-    header = {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-              "threads": args.threads, "fusedrnn": fusedrnn.__version__,
-              "instruction_set": fusedrnn.kernels.instruction_set(),
-              "engine": os.environ.get("MXNET_ENGINE_TYPE"), "argv": sys.argv[1:],
-              "batch_shape": {"T": T, "N": N, "I": I, "H": H, "layers": LAYERS},
-              "epoch": {"sequences": count, "length_min_max": [int(lengths.min()),
-                                                               int(lengths.max())]}}
-    out = args.out or os.path.join(ROOT, "bench", "results",
-                                   "padding_quick.json" if args.quick else "padding.json")
-    with open(out, "w") as f:
-        json.dump({"header": header, "batch": batch_rows, "epoch": epoch_rows}, f, indent=1)
-    print("wrote", out)
+    write(args, "padding", {"batch_shape": {"T": T, "N": N, "I": I, "H": H, "layers": LAYERS},
+                            "epoch": {"sequences": count,
+                                      "length_min_max": [int(lengths.min()),
+                                                         int(lengths.max())]}},
+          batch=batch_rows, epoch=epoch_rows)
 
 
 if __name__ == "__main__":

@@ -10,45 +10,11 @@ forward. Median ms per call after warm-up, mx.nd.waitall() before each clock rea
 OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE removed (the script re-executes itself without them) and
 MXNet's NaiveEngine (see bench_kernels.py for why).
 """
-import argparse
-import datetime
-import json
 import os
 import sys
-import time
 
-BLAS_ENV_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def clean_env(threads):
-    """Re-execute with the benchmark environment unless already in it."""
-    want = {"MXNET_ENGINE_TYPE": os.environ.get("MXNET_ENGINE_TYPE", "NaiveEngine"),
-            "OMP_NUM_THREADS": str(threads)}
-    if any(k in os.environ for k in BLAS_ENV_VARS) or any(
-            os.environ.get(k) != v for k, v in want.items()):
-        env = {k: v for k, v in os.environ.items() if k not in BLAS_ENV_VARS}
-        env.update(want)
-        os.execve(sys.executable, [sys.executable] + sys.argv, env)
-
-
-def median_ms(fn, repeats, min_warmup_s=0.1, budget_s=2.0):
-    import mxnet as mx
-    import numpy as np
-    t0 = time.perf_counter()
-    fn()
-    mx.nd.waitall()
-    while time.perf_counter() - t0 < min_warmup_s:
-        fn()
-        mx.nd.waitall()
-    samples, t_end = [], time.perf_counter() + budget_s
-    while len(samples) < repeats and (len(samples) < 3 or time.perf_counter() < t_end):
-        s = time.perf_counter()
-        fn()
-        mx.nd.waitall()
-        samples.append((time.perf_counter() - s) * 1e3)
-    return float(np.median(samples)), float(np.percentile(samples, 75) -
-                                            np.percentile(samples, 25))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import median_ms, start, write  # noqa: E402
 
 
 def measure(mode, T, N, H, unroll, training, repeats):
@@ -99,24 +65,7 @@ def markdown(data):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[1])
-    ap.add_argument("--quick", action="store_true", help="a smaller grid (about a minute)")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=15)
-    ap.add_argument("--out", default=None, help="JSON file (default: bench/results/unroll.json,"
-                                                " or unroll_quick.json with --quick)")
-    ap.add_argument("--report", metavar="JSON", help="print the README's summary of a result "
-                                                      "and exit")
-    args = ap.parse_args()
-    if args.report:
-        with open(args.report) as f:
-            print(markdown(json.load(f)))
-        return
-    clean_env(args.threads)
-    import mxnet as mx  # noqa: F401
-    import fusedrnn
-
-    fusedrnn.kernels.set_num_threads(args.threads)
+    args = start(__doc__, markdown, repeats=15)
     modes = ["lstm", "gru"] if args.quick else ["lstm", "gru", "rnn_tanh"]
     steps = [1, 2, 8, 32] if args.quick else [1, 2, 3, 4, 8, 32]
     batches = [1, 32] if args.quick else [1, 8, 64]
@@ -139,15 +88,7 @@ def main():
                                      "ratio": unrolled[0] / fused[0]})
                         print(f"{mode:8s} {T:4d} {N:4d} {H:5d} {phase:5s} {fused[0]:10.3f} "
                               f"{unrolled[0]:12.3f} {rows[-1]['ratio']:15.2f}", flush=True)
-    header = {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-              "threads": args.threads, "fusedrnn": fusedrnn.__version__,
-              "instruction_set": fusedrnn.kernels.instruction_set(),
-              "engine": os.environ.get("MXNET_ENGINE_TYPE"), "argv": sys.argv[1:]}
-    out = args.out or os.path.join(ROOT, "bench", "results",
-                                   "unroll_quick.json" if args.quick else "unroll.json")
-    with open(out, "w") as f:
-        json.dump({"header": header, "rows": rows}, f, indent=1)
-    print("wrote", out)
+    write(args, "unroll", {}, rows=rows)
 
 
 if __name__ == "__main__":
