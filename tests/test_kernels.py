@@ -445,3 +445,29 @@ def test_denormal_flushing_stays_inside_the_call():
     kernels.backward("lstm", *args, fwd.reserve, dy=np.ones_like(fwd.y), **kwargs)
     tiny = np.float32(1e-39)  # below float32's smallest normal number, 1.18e-38
     assert tiny * np.float32(1.0) == tiny and tiny / np.float32(2) > 0
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("T,N,C,H", [(1, 1, 37, 19), (1, 5, 3, 40), (1, 16, 128, 512),
+                                     (2, 33, 9, 6), (3, 7, 130, 17), (1, 32, 5, 3)])
+@pytest.mark.parametrize("variant", ["lstm", "lstm_proj", "gru", "gru_reset_before",
+                                     "rnn_relu"])
+def test_few_rows_products_match_reference(variant, T, N, C, H, threads):
+    """Few rows (a cell's step, short sequences at small batch) take the in-place product on
+    unpacked weights (blocks of 4 x 4 with k, row and column tails); with two threads and a
+    large enough product it is split by columns."""
+    before = kernels.get_num_threads()
+    kernels.set_num_threads(threads)
+    try:
+        mode, problem, options = setup(variant, T, N, C, H, np.float64, None, seed=N + C)
+        upstream = make_upstream(mode, problem, seed=2)
+        fwd, grads = run_kernels(mode, problem, upstream, **options)
+        ref_fwd, ref_grads = run_reference(mode, problem, upstream, **options)
+        assert_results_close(fwd, ref_fwd, rtol=1e-9, atol=1e-11, what="forward")
+        assert_results_close(grads, ref_grads, rtol=1e-9, atol=1e-11, what="backward")
+        f32 = {k: None if v is None or k == "lengths" else v.astype(np.float32)
+               for k, v in problem.items()}
+        np.testing.assert_allclose(kernels.forward(mode, **f32, **options).y, ref_fwd.y,
+                                   rtol=2e-4, atol=2e-5)
+    finally:
+        kernels.set_num_threads(before)

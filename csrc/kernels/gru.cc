@@ -9,6 +9,7 @@
 
 #include "families.h"
 #include "panel.h"
+#include "skinny.h"
 
 namespace fusedrnn {
 namespace detail {
@@ -41,7 +42,7 @@ void gru_forward(const FwdArgs<T>& a) {
   T* gh = scratch.get();
   T* rows = keep ? a.extra : w_rz + w_size;
 
-  big_gemm<T>(false, true, p.rows, G, C, T(1), a.xp, C, a.w.w_ih, C, T(0), rows, S);
+  product_nt<T>(p.rows, G, C, a.xp, C, a.w.w_ih, C, false, rows, S);
   // The cell updates for units [j, j + m) of one row sk (input projection in, what backward
   // needs out), from the recurrent products acc of h (and, reset before, of r * h).
   const auto sigmoid_gate = [&](const Vec<T>& acc, const T* sk, int g, int64_t j, auto m) {
@@ -81,8 +82,7 @@ void gru_forward(const FwdArgs<T>& a) {
       for (int g = 0; g < count; ++g) acc[g] = load(gh + k * G + col + g * H + j, m);
       return std::array<Vec<T>, 3>{acc[0], acc[1], acc[2]};
     };
-    big_gemm<T>(false, true, B, d.reset_after ? G : 2 * H, H, T(1), a.h0, H, a.w.w_hh, H, T(0),
-                gh, G);
+    product_nt<T>(B, d.reset_after ? G : 2 * H, H, a.h0, H, a.w.w_hh, H, false, gh, G);
     for (int64_t k = 0; k < B; ++k)
       for_lanes<T>(0, H, [&](int64_t j, auto m) {
         const auto acc = products(k, 0, d.reset_after ? 3 : 2, j, m);
@@ -93,8 +93,7 @@ void gru_forward(const FwdArgs<T>& a) {
         }
       });
     if (d.reset_after) return;
-    big_gemm<T>(false, true, B, H, H, T(1), rows + 3 * H, S, a.w.w_hh + 2 * H * H, H, T(0),
-                gh + 2 * H, G);
+    product_nt<T>(B, H, H, rows + 3 * H, S, a.w.w_hh + 2 * H * H, H, false, gh + 2 * H, G);
     for (int64_t k = 0; k < B; ++k)
       for_lanes<T>(0, H, [&](int64_t j, auto m) {
         const auto acc = products(k, 2 * H, 1, j, m);

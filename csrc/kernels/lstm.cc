@@ -3,6 +3,7 @@
 // Forward stores the gate activations [rows, 4H] (and h' before projection) for backward.
 #include "families.h"
 #include "panel.h"
+#include "skinny.h"
 
 namespace fusedrnn {
 namespace detail {
@@ -126,10 +127,10 @@ void lstm_forward(const FwdArgs<T>& a) {
   for (int64_t j = 0; j < G; ++j) bias[j] = a.w.b_ih[j] + a.w.b_hh[j];
 
   if (!fuse_input)
-    big_gemm<T>(false, true, p.rows, G, C, T(1), a.xp, C, a.w.w_ih, C, T(0), gates, G);
+    product_nt<T>(p.rows, G, C, a.xp, C, a.w.w_ih, C, false, gates, G);
   if (direct) {
     const int64_t B = p.batch[0];
-    big_gemm<T>(false, true, B, G, P, T(1), a.h0, P, a.w.w_hh, P, T(1), gates, G);
+    product_nt<T>(B, G, P, a.h0, P, a.w.w_hh, P, true, gates, G);
     const Vec<T> none[4] = {};
     T* h_out = proj ? hraw : a.hp;
     for (int64_t r = 0; r < B; ++r)
@@ -137,7 +138,7 @@ void lstm_forward(const FwdArgs<T>& a) {
         cell_forward<T>(none, gates + r * G, keep ? gates + r * G : nullptr, H, j, m, bias,
                         a.c0 + r * H, a.cp + r * H, h_out + r * (proj ? H : P), clip);
       });
-    if (proj) big_gemm<T>(false, true, B, P, H, T(1), hraw, H, a.w.w_hr, H, T(0), a.hp, P);
+    if (proj) product_nt<T>(B, P, H, hraw, H, a.w.w_hr, H, false, a.hp, P);
     return;
   }
   const bool by_rows = split_by_rows(p, threads, (w_size + w_hr_size) * sizeof(T));

@@ -3,6 +3,7 @@
 // backward recovers act' from h' alone, so nothing else is stored.
 #include "families.h"
 #include "panel.h"
+#include "skinny.h"
 
 namespace fusedrnn {
 namespace detail {
@@ -23,14 +24,14 @@ void rnn_forward(const FwdArgs<T>& a) {
   T* bias = scratch.get();
   T* w_hh = bias + H;
   for (int64_t j = 0; j < H; ++j) bias[j] = a.w.b_ih[j] + a.w.b_hh[j];
-  big_gemm<T>(false, true, p.rows, H, C, T(1), a.xp, C, a.w.w_ih, C, T(0), a.hp, H);
+  product_nt<T>(p.rows, H, C, a.xp, C, a.w.w_ih, C, false, a.hp, H);
   const auto activate = [&](T* h, int64_t j, auto m) {
     const Vec<T> pre = load(h + j, m) + load(bias + j, m);
     store(h + j, relu ? (pre > T(0) ? pre : Vec<T>{}) : vtanh(pre), m);
   };
   if (p.steps == 1) {  // one step (a cell): the weights are used once, not worth packing
     const int64_t B = p.batch[0];
-    big_gemm<T>(false, true, B, H, H, T(1), a.h0, H, a.w.w_hh, H, T(1), a.hp, H);
+    product_nt<T>(B, H, H, a.h0, H, a.w.w_hh, H, true, a.hp, H);
     for (int64_t k = 0; k < B; ++k)
       for_lanes<T>(0, H, [&](int64_t j, auto m) { activate(a.hp + k * H, j, m); });
     return;
