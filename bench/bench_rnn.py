@@ -5,9 +5,10 @@ MXNet 1.9.1 (fused RNN op, unrolled cells, cells) vs PyTorch (padded and packed)
     python bench/bench_rnn.py [--quick] [--threads 1 2] [--parts equal varlen decode memory]
                               [--modes lstm gru rnn_tanh] [--repeats N] [--out FILE]
     python bench/bench_rnn.py --report bench/results/rnn.json [--threads 2]
+    python bench/bench_rnn.py --plot bench/results/rnn.json [--threads 2]
 
 Writes bench/results/rnn.json and the plot bench/results/rnn.png, and prints the markdown
-tables: about 10 minutes on a quiet machine. --quick writes rnn_quick.json / .png (first LSTM
+tables: about 7 minutes on a quiet machine. --quick writes rnn_quick.json / .png (first LSTM
 and GRU shape, 2 threads only, fewer repeats and shapes elsewhere too): about 35 s. --report
 prints the README's markdown tables of a result and the targets, met or missed.
 
@@ -840,7 +841,7 @@ def markdown(data, threads=2):
     return "\n".join(lines)
 
 
-def _bars(ax, rows, impls, title, targets=(), segments=()):
+def _bars(ax, rows, impls, title, targets=(), segments=(), labels=None):
     """Log-scale bars of baseline / fusedrnn per row, drawn from the 1x line (up: fusedrnn is
     faster); targets: (value, impl) lines; segments: (value, impl, row indices) for targets
     that cover some rows only."""
@@ -867,16 +868,17 @@ def _bars(ax, rows, impls, title, targets=(), segments=()):
         for i in idx:
             ax.hlines(value, i - 0.45, i + 0.45, color=COLORS[impl], ls=":", lw=2)
     ax.set_yscale("log")
-    ax.set_ylim(min(seen) / 1.3, max(seen) * 1.4)
+    ax.set_ylim(min(seen) / 1.3, max(seen) * 2.2)  # room for the legend
     ax.yaxis.set_major_locator(FixedLocator([0.1, 0.2, 0.3, 0.5, 0.7, 1, 1.5, 2, 3, 4, 6, 10,
                                              20, 30, 50, 100]))
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
     ax.yaxis.set_minor_formatter(NullFormatter())
     ax.set_xticks(x)
-    ax.set_xticklabels([row_label(r).replace(" ", "\n", 1) for r in rows], fontsize=7)
+    ax.set_xticklabels(labels or [row_label(r).replace(" ", "\n", 1) for r in rows],
+                       fontsize=7 if labels is None else 6)
     ax.set_title(title, fontsize=10)
     ax.set_ylabel("baseline time / fusedrnn time")
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, ncol=4, loc="upper left")
     ax.grid(axis="y", which="both", alpha=0.3)
 
 
@@ -890,7 +892,7 @@ def plot(data, path, threads=2):
     dec = [r for r in rows if r["kind"] == "decode"]
     vl = [r for r in rows if r["kind"] == "varlen"]
     fig = plt.figure(figsize=(16, 12))
-    gs = fig.add_gridspec(3, 2, height_ratios=[1, 1, 1])
+    gs = fig.add_gridspec(3, 3)
     baselines = EQUAL_IMPLS[1:]
     if eq["train"]:
         _bars(fig.add_subplot(gs[0, :]), eq["train"], baselines,
@@ -903,13 +905,16 @@ def plot(data, path, threads=2):
               "2x vs MXNet fused)", [(1.3, "torch")], [(2.0, "mxnet_fused", n1)])
     if dec:
         _bars(fig.add_subplot(gs[2, 0]), dec, DECODE_IMPLS[1:],
-              f"Decoding loop, {DECODE_STEPS} cell steps, inference", [(3.0, "gluon_cell")])
+              f"Decoding loop, {DECODE_STEPS} cell steps, inference", [(3.0, "gluon_cell")],
+              labels=[f"{r['mode'].upper()}\nN={r['N']}\nH={r['H']}" for r in dec])
     if vl:
-        labelled = [dict(r, batch=f"{r['batch']} {r['phase']}") for r in vl]
         pad40 = [i for i, r in enumerate(vl) if r["batch"] == "pad40"]
-        _bars(fig.add_subplot(gs[2, 1]), labelled, VARLEN_IMPLS[1:],
-              "Variable lengths (fusedrnn with sequence_length; dotted: 40%-padding targets)",
-              (), [(1.5, "fusedrnn_padded", pad40), (1.0, "torch_packed", pad40)])
+        _bars(fig.add_subplot(gs[2, 1:]), vl, VARLEN_IMPLS[1:],
+              "Variable lengths, fusedrnn with sequence_length (T,N; I,H = 256,256 or 64,128); "
+              "dotted: 40%-padding targets", (),
+              [(1.5, "fusedrnn_padded", pad40), (1.0, "torch_packed", pad40)],
+              labels=[f"{r['mode'].upper()} {r['T']},{r['N']}\n{r['batch']}\n{r['phase']}"
+                      for r in vl])
     h = data["header"]
     fig.suptitle(f"fusedrnn speedup over each baseline (baseline time / fusedrnn time; > 1: "
                  f"fusedrnn faster). {h['cpu_model']}, {threads} threads, float32, "
@@ -932,6 +937,7 @@ def main():
     p.add_argument("--out", help="JSON to write (default bench/results/rnn.json, or "
                    "rnn_quick.json with --quick); the plot goes next to it (.png)")
     p.add_argument("--report", metavar="JSON", help="print the markdown tables of a result")
+    p.add_argument("--plot", metavar="JSON", help="draw a result's plot again (next to it, .png)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--memory", nargs=6, help=argparse.SUPPRESS)
     p.add_argument("--worker-out", help=argparse.SUPPRESS)
@@ -940,6 +946,12 @@ def main():
         with open(args.report) as f:
             data = json.load(f)
         print(markdown(data, args.threads[-1]))
+    elif args.plot:
+        with open(args.plot) as f:
+            data = json.load(f)
+        png = os.path.splitext(args.plot)[0] + ".png"
+        plot(data, png, args.threads[-1])
+        print("wrote", png)
     elif args.memory:
         memory_probe(args)
     elif args.worker:
