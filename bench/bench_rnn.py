@@ -763,10 +763,10 @@ def markdown(data, threads=2):
     rows = [r for r in data["rows"] if r["threads"] == threads]
     w = h["workers"].get(str(threads))
     if w is None:
-        return f"no rows for {threads} threads in this result"
+        return f"no rows for {threads} thread{'s' * (threads != 1)} in this result"
     blas = [i for i in w["threadpool_info"] if "scipy_openblas" in (i["filepath"] or "")]
     peak = max(w["sgemm_peak_gflops"].values())
-    lines = [f"{h['cpu_model']}, {h['cores']} cores, {threads} threads, float32, "
+    lines = [f"{h['cpu_model']}, {h['cores']} cores, {threads} thread{'s' * (threads != 1)}, float32, "
              f"{h['date'][:10]}; fusedrnn {h['versions']['fusedrnn']} "
              f"({w['fusedrnn']['instruction_set']}), torch {h['versions']['torch']}, "
              f"mxnet {h['versions']['mxnet']} ({w['env'].get('MXNET_ENGINE_TYPE')}); OpenBLAS "
@@ -828,7 +828,7 @@ def markdown(data, threads=2):
                       if "error" in m})
     if errors:
         lines += [""] + [f"- error, {LABELS.get(k, k)}: {e}" for k, e in errors]
-    lines += ["", f"Targets ({threads} threads, float32):", ""]
+    lines += ["", f"Targets ({threads} thread{'s' * (threads != 1)}, float32):", ""]
     for t in evaluate_targets(rows, threads):
         if t.get("status"):
             lines.append(f"- not measured: {t['target']}")
@@ -896,12 +896,12 @@ def plot(data, path, threads=2):
     baselines = EQUAL_IMPLS[1:]
     if eq["train"]:
         _bars(fig.add_subplot(gs[0, :]), eq["train"], baselines,
-              f"Training (forward + backward), full-length batches, {threads} threads",
+              f"Training (forward + backward), full-length batches, {threads} thread{'s' * (threads != 1)}",
               [(1.5, "torch"), (2.0, "mxnet_fused"), (4.0, "mxnet_unrolled")])
     if eq["infer"]:
         n1 = [i for i, r in enumerate(eq["infer"]) if r["N"] == 1]
         _bars(fig.add_subplot(gs[1, :]), eq["infer"], baselines,
-              f"Inference, full-length batches, {threads} threads (dotted: batch-1 target "
+              f"Inference, full-length batches, {threads} thread{'s' * (threads != 1)} (dotted: batch-1 target "
               "2x vs MXNet fused)", [(1.3, "torch")], [(2.0, "mxnet_fused", n1)])
     if dec:
         _bars(fig.add_subplot(gs[2, 0]), dec, DECODE_IMPLS[1:],
@@ -917,7 +917,7 @@ def plot(data, path, threads=2):
                       for r in vl])
     h = data["header"]
     fig.suptitle(f"fusedrnn speedup over each baseline (baseline time / fusedrnn time; > 1: "
-                 f"fusedrnn faster). {h['cpu_model']}, {threads} threads, float32, "
+                 f"fusedrnn faster). {h['cpu_model']}, {threads} thread{'s' * (threads != 1)}, float32, "
                  f"{h['date'][:10]}", fontsize=11)
     fig.tight_layout(rect=(0, 0, 1, 0.97))
     fig.savefig(path, dpi=110)
