@@ -4,7 +4,7 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-import fusedrnn  # noqa: F401  (loads the operators)
+import fusedrnn
 from fusedrnn import kernels
 from helpers import make_problem, make_upstream
 
@@ -97,3 +97,40 @@ def test_bad_lengths_raise_at_run_time():
     arrays = _lstm_arrays() + [mx.nd.array([1, 3, 0])]
     with pytest.raises(mx.base.MXNetError, match=r"lengths\[1\] = 3.* in \[0, 2\]"):
         op(*arrays, mode="lstm", use_lengths=True)[0].wait_to_read()
+
+
+def test_inference_only_operator():
+    """training=False stores nothing for backward: the same outputs, and a backward through it
+    is refused with a message that says why."""
+    problem = make_problem("lstm", 5, 4, 3, 6, dtype=np.float32, seed=5)
+    _, arrays = op_inputs("lstm", problem, np.float32)
+    want = op(*arrays, mode="lstm")
+    got = op(*arrays, mode="lstm", training=False)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g.asnumpy(), w.asnumpy())
+    arrays[0].attach_grad()
+    with pytest.raises(mx.base.MXNetError, match="training=False"):
+        with mx.autograd.record():
+            out = op(*arrays, mode="lstm", training=False)[0]
+        out.backward()
+        arrays[0].grad.wait_to_read()
+
+
+def test_hybridized_layer_switches_between_inference_and_training():
+    """Inference calls build an inference-only graph; a recorded call after them gets a graph
+    that keeps what backward needs, and the gradients are right."""
+    layer = fusedrnn.GRU(6, input_size=3)
+    layer.initialize()
+    plain = fusedrnn.GRU(6, input_size=3, params=layer.collect_params())
+    layer.hybridize()
+    x = mx.nd.array(np.random.default_rng(0).standard_normal((4, 2, 3)))
+    grads = []
+    for net in (layer, plain):
+        net(x)  # inference first
+        with mx.autograd.record():
+            loss = (net(x) ** 2).sum()
+        loss.backward()
+        grads.append(net.l0_h2h_weight.grad().asnumpy().copy())
+        net(x)  # and inference again
+    np.testing.assert_allclose(grads[0], grads[1], rtol=1e-6)
+    assert np.abs(grads[0]).sum() > 0

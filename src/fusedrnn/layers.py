@@ -50,7 +50,8 @@ class _FusedLayer:
         if unroll not in (False, True, "auto"):
             raise ValueError(f"unroll must be False, True or 'auto'; got {unroll!r}")
         self._unroll = unroll
-        self._call = None  # (valid kind, unrolled steps or None, dtype) of the current graph
+        # (valid kind, unrolled steps or None, dtype, training) of the current graph
+        self._call = None
 
     def __call__(self, inputs, states=None, sequence_length=None, mask=None, **kwargs):
         if sequence_length is not None and mask is not None:
@@ -59,8 +60,11 @@ class _FusedLayer:
         if kind is None and self._use_sequence_length:
             raise ValueError("sequence_length is required: the layer was built with "
                              "use_sequence_length=True")
-        steps, dtype = None, None
+        # Outside autograd the operators store nothing for backward. A graph built from
+        # Symbols may be trained later, so it always keeps what backward needs.
+        steps, dtype, training = None, None, True
         if isinstance(inputs, ndarray.NDArray):
+            training = autograd.is_recording()
             if inputs.ndim != 3:
                 raise ValueError(f"inputs must have 3 dimensions ({self._layout}); got shape "
                                  f"{inputs.shape}")
@@ -75,8 +79,8 @@ class _FusedLayer:
                 if mask.shape != want:
                     raise ValueError(f"mask must have shape {want} for layout {self._layout}; "
                                      f"got {mask.shape}")
-                if np.dtype(mask.dtype) == np.bool_:  # MXNet 1.9 cannot pass bool arrays to the operator
-                    mask = mask.astype("uint8")
+                if np.dtype(mask.dtype) == np.bool_:
+                    mask = mask.astype("uint8")  # MXNet 1.9 cannot pass bools to the operator
             unroll = self._unroll
             if unroll == "auto":
                 unroll = choose_unroll(self._mode, T, N, self._hidden_size,
@@ -87,7 +91,7 @@ class _FusedLayer:
             raise ValueError("unroll=True needs the sequence length, which a layer called on "
                              "Symbols (e.g. inside a hybridized parent block) does not know: "
                              "use unroll=False or 'auto' there")
-        call = (kind, steps, dtype)
+        call = (kind, steps, dtype, training)
         if call != self._call:
             self._clear_cached_op()
             self._call = call
@@ -105,13 +109,14 @@ class _FusedLayer:
         return gluon.HybridBlock.__call__(self, inputs, states, *extra, **kwargs)
 
     def _forward_kernel(self, F, inputs, states, valid, **kwargs):
-        kind, steps, dtype = self._call
+        kind, steps, dtype, training = self._call
         if self._layout == "NTC":
             inputs = F.swapaxes(inputs, 0, 1)
             if kind == "mask":
                 valid = F.swapaxes(valid, 0, 1)
         projection = self._projection_size is not None
-        attrs = dict(mode=self._mode, reset_after=self._reset_after, projection=projection)
+        attrs = dict(mode=self._mode, reset_after=self._reset_after, projection=projection,
+                     training=training)
         if self._mode == "lstm":
             attrs["clip_nan"] = bool(self._lstm_state_clip_nan)
             if self._lstm_state_clip_min is not None:

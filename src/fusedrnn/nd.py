@@ -100,6 +100,9 @@ def _rnn(F, data, parameters, state, state_cell, sequence_length, state_size, nu
         parameters = F.identity(parameters)
     attrs = dict(mode=mode, reset_after=reset_after, projection=bool(projection_size),
                  use_lengths=bool(use_sequence_length), clip_nan=clip_nan)
+    if F is mx.nd:
+        # Outside autograd nothing is stored for backward (a symbol may be trained later).
+        attrs["training"] = mx.autograd.is_recording()
     if clip_min is not None or clip_max is not None:
         attrs.update(clip_min=clip_min, clip_max=clip_max)
     cut = dict(mode=mode, state_size=state_size, num_layers=num_layers,
