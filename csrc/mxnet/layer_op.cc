@@ -16,6 +16,7 @@
 // whether autograd is recording, so the caller says so with `training`.
 #include <mxnet/lib_api.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <exception>
@@ -24,6 +25,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "block_cache.h"
 #include "fusedrnn/rnn.h"
 #include "guard.h"
 
@@ -264,13 +266,16 @@ class LayerOp : public CustomStatefulOp {
     if (attrs_.use_mask) read_mask(in[s.mask], desc_.steps, desc_.batch, &lengths_, &positions_);
     // An inference forward skips the gates and states a training one stores (at 50 steps,
     // batch 64, H = 512 an LSTM's reserve is 39 MB, written on every call).
-    reserve_.resize(attrs_.training ? fusedrnn::reserve_size(desc_) * sizeof(T) : 0);
+    reserve_.reset();
+    if (attrs_.training)
+      reserve_.reset(fusedrnn::BlockCache::instance().take(
+          std::max<size_t>(fusedrnn::reserve_size(desc_), 1) * sizeof(T)));
     fusedrnn::Weights<T> w{in[s.w_ih].data<T>(), in[s.w_hh].data<T>(), in[s.b_ih].data<T>(),
                            in[s.b_hh].data<T>(), attrs_.projection ? in[s.w_hr].data<T>() : nullptr};
     fusedrnn::forward<T>(desc_, valid(), in[s.x].data<T>(), w, in[s.h0].data<T>(),
                          s.c0 >= 0 ? in[s.c0].data<T>() : nullptr, out[0].data<T>(),
                          out[1].data<T>(), out.size() > 2 ? out[2].data<T>() : nullptr,
-                         attrs_.training ? reinterpret_cast<T*>(reserve_.data()) : nullptr);
+                         static_cast<T*>(reserve_.get()));
   }
 
   // inputs: the output gradients, then the forward inputs, then the forward outputs.
@@ -282,7 +287,7 @@ class LayerOp : public CustomStatefulOp {
     if (!attrs_.training)
       throw fusedrnn::InvalidArgument(
           "backward of an operator built with training=False (an inference-only graph)");
-    if (reserve_.empty()) throw fusedrnn::InvalidArgument("backward before forward");
+    if (!reserve_) throw fusedrnn::InvalidArgument("backward before forward");
     fusedrnn::Weights<T> w{fwd_in[s.w_ih].data<T>(), fwd_in[s.w_hh].data<T>(),
                            fwd_in[s.b_ih].data<T>(), fwd_in[s.b_hh].data<T>(),
                            attrs_.projection ? fwd_in[s.w_hr].data<T>() : nullptr};
@@ -305,7 +310,7 @@ class LayerOp : public CustomStatefulOp {
     }
     fusedrnn::backward<T>(desc_, valid(), fwd_in[s.x].data<T>(), w, fwd_in[s.h0].data<T>(),
                           s.c0 >= 0 ? fwd_in[s.c0].data<T>() : nullptr,
-                          reinterpret_cast<const T*>(reserve_.data()), in[0].data<T>(),
+                          static_cast<const T*>(reserve_.get()), in[0].data<T>(),
                           in[1].data<T>(), n_out > 2 ? in[2].data<T>() : nullptr, g);
   }
 
@@ -317,7 +322,7 @@ class LayerOp : public CustomStatefulOp {
   LayerAttrs attrs_;
   fusedrnn::RnnDesc desc_;
   std::vector<int32_t> lengths_, positions_;
-  std::vector<char> reserve_;
+  fusedrnn::CachedBlock reserve_;  // what a training forward keeps for backward
 };
 
 MXReturnValue parse_attrs(const Attrs& attrs, int* num_in, int* num_out) {

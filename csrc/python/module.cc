@@ -5,12 +5,11 @@
 
 #include <algorithm>
 #include <cstdlib>
-#include <map>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "block_cache.h"
 #include "fusedrnn/rnn.h"
 
 namespace py = pybind11;
@@ -54,71 +53,12 @@ py::array_t<T> expect(const py::handle& obj, const char* name, std::vector<int64
   return py::array_t<T, py::array::c_style>::ensure(arr);
 }
 
-// Output arrays reuse blocks that earlier outputs released. A fresh large allocation costs a
-// page fault (and the kernel's zeroing) per 4 KiB page on first touch, which for the reserve
-// and the gradients is a sizeable part of a small layer's time. Blocks are reused for requests
-// of the same size class; at most kCacheLimit bytes stay cached.
-class BlockCache {
- public:
-  static BlockCache& instance() {
-    static BlockCache* cache = new BlockCache();  // outlives every array (never destroyed)
-    return *cache;
-  }
-
-  // Returns the block and records its size class just before it.
-  void* take(size_t bytes) {
-    const size_t cls = size_class(bytes);
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      auto it = free_.find(cls);
-      if (it != free_.end()) {
-        void* block = it->second;
-        free_.erase(it);
-        cached_ -= cls;
-        return block;
-      }
-    }
-    char* raw = static_cast<char*>(std::aligned_alloc(kHeader, kHeader + cls));
-    if (raw == nullptr) throw std::bad_alloc();
-    *reinterpret_cast<size_t*>(raw) = cls;
-    return raw + kHeader;
-  }
-
-  void give(void* block) {
-    char* raw = static_cast<char*>(block) - kHeader;
-    const size_t cls = *reinterpret_cast<size_t*>(raw);
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      if (cached_ + cls <= kCacheLimit) {
-        free_.emplace(cls, block);
-        cached_ += cls;
-        return;
-      }
-    }
-    std::free(raw);
-  }
-
- private:
-  static constexpr size_t kHeader = 64;
-  static constexpr size_t kCacheLimit = size_t{256} << 20;
-  // Sizes round up to 1/8 steps of the power of two below them (at most 12.5% unused).
-  static size_t size_class(size_t bytes) {
-    size_t top = 64;
-    while (top * 2 <= bytes) top *= 2;
-    const size_t step = std::max<size_t>(top / 8, 64);
-    return (bytes + step - 1) / step * step;
-  }
-  std::mutex mutex_;
-  std::multimap<size_t, void*> free_;
-  size_t cached_ = 0;
-};
-
 template <typename T>
 py::array_t<T> new_array(std::vector<py::ssize_t> shape) {
   size_t count = 1;
   for (py::ssize_t n : shape) count *= static_cast<size_t>(n);
-  void* block = BlockCache::instance().take(std::max<size_t>(count, 1) * sizeof(T));
-  py::capsule owner(block, [](void* p) { BlockCache::instance().give(p); });
+  void* block = fusedrnn::BlockCache::instance().take(std::max<size_t>(count, 1) * sizeof(T));
+  py::capsule owner(block, [](void* p) { fusedrnn::BlockCache::instance().give(p); });
   return py::array_t<T>(shape, static_cast<T*>(block), owner);
 }
 
@@ -141,8 +81,8 @@ struct Common {
 template <typename T>
 Common describe(const std::string& mode, const py::array& x, const py::handle& w_ih,
                 const py::handle& w_hh, const py::handle& w_hr, const py::handle& lengths,
-                const py::handle& positions, bool carry, bool reverse, bool reset_after, const py::handle& clip_min,
-                const py::handle& clip_max, bool clip_nan) {
+                const py::handle& positions, bool carry, bool reverse, bool reset_after,
+                const py::handle& clip_min, const py::handle& clip_max, bool clip_nan) {
   Common c;
   RnnDesc& d = c.desc;
   d.mode = parse_mode(mode);
