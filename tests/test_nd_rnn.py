@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from fusedrnn import nd as fnd
+from fusedrnn import sym as fsym
 
 
 def random_case(mode, T, N, C, H, L, bidirectional, dtype, seed=0):
@@ -137,7 +138,6 @@ def test_bad_arguments():
 @pytest.mark.parametrize("mode,layers,bidirectional", [("lstm", 2, True), ("gru", 1, False),
                                                        ("rnn_tanh", 2, False)])
 def test_sym_rnn_matches_mxnet(mode, layers, bidirectional, state_outputs):
-    from fusedrnn import sym as fsym
     arrays = random_case(mode, 5, 3, 4, 7, layers, bidirectional, np.float64)
     names = ["data", "parameters", "state"] + (["state_cell"] if mode == "lstm" else [])
     kw = dict(state_size=7, num_layers=layers, bidirectional=bidirectional, mode=mode,
@@ -173,3 +173,17 @@ def test_parameters_accumulate_with_grad_req_add(layers, bidirectional):
         loss = fnd.RNN(arrays[0], params, arrays[2], **kw).sum()
     loss.backward()
     np.testing.assert_allclose(twice, 2 * params.grad.asnumpy(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_sym_rnn_infers_the_parameter_size_like_mxnet(bidirectional):
+    """Like mx.sym.RNN, the flat parameter vector's size follows from data (and the states'
+    shapes), so simple_bind needs no parameter shape."""
+    args = [mx.sym.var(n) for n in ("data", "params", "state", "state_cell")]
+    kw = dict(mode="lstm", state_size=8, num_layers=2, bidirectional=bidirectional,
+              state_outputs=True)
+    dirs = 2 if bidirectional else 1
+    shapes = dict(data=(5, 3, 4), state=(2 * dirs, 3, 8), state_cell=(2 * dirs, 3, 8))
+    want = mx.sym.RNN(*args, **kw).infer_shape(**shapes)
+    got = fsym.RNN(*args, **kw).infer_shape(**shapes)
+    assert got == want

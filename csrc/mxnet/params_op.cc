@@ -102,7 +102,8 @@ std::vector<Piece> checked_layout(const Attrs& attrs, const std::vector<unsigned
   int64_t total = 0;
   std::vector<Piece> pieces = layout(attrs, data[2], &total);
   if (params.size() != 1 || params[0] != total)
-    throw fusedrnn::InvalidArgument("parameters has " + std::to_string(params.empty() ? 0 : params[0]) +
+    throw fusedrnn::InvalidArgument("parameters has " +
+                                    std::to_string(params.empty() ? 0 : params[0]) +
                                     " elements; the RNN needs " + std::to_string(total));
   return pieces;
 }
@@ -161,7 +162,17 @@ MXReturnValue infer_type(const Attrs&, std::vector<int>* in, std::vector<int>* o
 MXReturnValue infer_shape(const Attrs& attrs, std::vector<std::vector<unsigned>>* in,
                           std::vector<std::vector<unsigned>>* out) {
   return guarded([&] {
-    const std::vector<Piece> pieces = checked_layout(attrs, (*in)[0], (*in)[1]);
+    // Like MXNet's RNN op, infer the size of `parameters` from data when the graph leaves it
+    // open (lib_api copies changed input shapes back).
+    std::vector<unsigned>& params = (*in)[1];
+    const bool unknown = params.empty() || (params.size() == 1 && (params[0] == 0 ||
+                                                                  params[0] == ~0u));
+    if (unknown && (*in)[0].size() == 3) {
+      int64_t total = 0;
+      layout(attrs, (*in)[0][2], &total);
+      params = {static_cast<unsigned>(total)};
+    }
+    const std::vector<Piece> pieces = checked_layout(attrs, (*in)[0], params);
     for (size_t i = 0; i < pieces.size(); ++i) (*out)[i] = pieces[i].shape;
   });
 }

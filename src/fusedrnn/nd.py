@@ -108,8 +108,15 @@ def _rnn(F, data, parameters, state, state_cell, sequence_length, state_size, nu
     cut = dict(mode=mode, state_size=state_size, num_layers=num_layers,
                bidirectional=bidirectional, projection_size=projection_size or 0)
 
-    def state_of(s, k):
-        return F.squeeze(F.slice_axis(s, axis=0, begin=k, end=k + 1), axis=0)
+    def per_layer(s):
+        # split (unlike slice + squeeze) lets shape inference run backwards, so a graph can
+        # leave the states' shapes open, as with mx.sym.RNN.
+        if num_layers * dirs == 1:
+            return [F.reshape(s, (-3, -2))]
+        return F.split(s, num_outputs=num_layers * dirs, axis=0, squeeze_axis=True)
+
+    h_init = per_layer(state)
+    c_init = per_layer(state_cell) if mode == "lstm" else None
 
     x, hys, cys = data, [], []
     for layer in range(num_layers):
@@ -117,9 +124,9 @@ def _rnn(F, data, parameters, state, state_cell, sequence_length, state_size, nu
         for d in range(dirs):
             k = layer * dirs + d
             w = F._internal._fusedrnn_params(data, parameters, layer=layer, direction=d, **cut)
-            inputs = [x, w[0], w[1], w[2], w[3], state_of(state, k)]
+            inputs = [x, w[0], w[1], w[2], w[3], h_init[k]]
             if mode == "lstm":
-                inputs.append(state_of(state_cell, k))
+                inputs.append(c_init[k])
             if projection_size:
                 inputs.append(w[4])
             if use_sequence_length:
