@@ -300,6 +300,10 @@ def test_choose_unroll_rule():
     assert not fusedrnn.choose_unroll("lstm", 3, 8, 1024, training=False)
     assert not fusedrnn.choose_unroll("lstm", 3, 1, 64, training=False)
     assert not fusedrnn.choose_unroll("rnn_tanh", 3, 1, 1024, training=False)
+    with pytest.raises(ValueError, match="mode must be one of"):
+        fusedrnn.choose_unroll("lstmp", 3, 1, 256, training=False)
+    with pytest.raises(ValueError, match="batch must be a non-negative integer"):
+        fusedrnn.choose_unroll("lstm", 3, -1, 256, training=False)
 
 
 def test_auto_unrolls_per_call_and_gives_the_same_numbers(tmp_path):

@@ -19,8 +19,12 @@ Extras:
   changes); 'auto' (the default) picks per call, see `choose_unroll`. All give the same numbers.
 - GRU `reset_after` (default True, MXNet's GRU; False: the original GRU).
 """
+import numbers
+
 import numpy as np
 from mxnet import autograd, gluon, ndarray, symbol
+
+from ._results import MODES
 
 __all__ = ["LSTM", "GRU", "RNN", "choose_unroll"]
 
@@ -34,7 +38,12 @@ def choose_unroll(mode, steps, batch, hidden_size, training):
     with H >= 256 and a few steps (up to 2.4x at T=2; LSTM and GRU up to T=4, the cheaper
     RNN step up to T=2): the fused operator packs the weights once per call, which pays off
     only over more steps or a larger batch. Everywhere else the fused operator is as fast or
-    faster, training by 1.2-6x."""
+    faster, in training by up to 8x."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
+    for name, value in (("steps", steps), ("batch", batch), ("hidden_size", hidden_size)):
+        if not isinstance(value, numbers.Integral) or value < 0:
+            raise ValueError(f"{name} must be a non-negative integer; got {value!r}")
     if training or batch != 1 or hidden_size < 256:
         return False
     return 2 <= steps <= (4 if mode in ("lstm", "gru") else 2)
