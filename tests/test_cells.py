@@ -391,3 +391,111 @@ def test_steps_inside_hybridized_parent(kind, tmp_path):
     fused.load_parameters(str(tmp_path / "p"))
     fused.hybridize()
     np.testing.assert_allclose(fused(x).asnumpy(), want.asnumpy(), rtol=1e-5, atol=1e-6)
+
+
+ARRAY_STEP_CELLS = {"lstm": lambda: fusedrnn.LSTMCell(7),
+                    "gru": lambda: fusedrnn.GRUCell(7),
+                    "gru_reset_before": lambda: fusedrnn.GRUCell(7, reset_after=False),
+                    "rnn_tanh": lambda: fusedrnn.RNNCell(7),
+                    "rnn_relu": lambda: fusedrnn.RNNCell(7, activation="relu")}
+
+
+def counting_array_steps(monkeypatch):
+    calls = []
+    real = fusedrnn.cells._C._nd_cell_step
+
+    def counted(*args, **kwargs):
+        out = real(*args, **kwargs)
+        calls.append(bool(out))
+        return out
+
+    monkeypatch.setattr(fusedrnn.cells._C, "_nd_cell_step", counted)
+    return calls
+
+
+@pytest.mark.parametrize("hybridize", [False, True])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("batch", [1, 5])
+@pytest.mark.parametrize("kind", list(ARRAY_STEP_CELLS))
+def test_inference_steps_run_on_the_arrays(kind, batch, dtype, hybridize, monkeypatch):
+    # Outside autograd a step skips the operator; it must equal the operator's step (under
+    # autograd) and the NumPy reference, step after step, and leave the step count as gluon's.
+    cell = ARRAY_STEP_CELLS[kind]()
+    cell.initialize(mx.init.Uniform(0.4))
+    cell.cast(dtype)
+    if hybridize:
+        cell.hybridize()
+    mode = "gru" if kind.startswith("gru") else kind
+    n_states = 2 if kind == "lstm" else 1
+    x = random((4, batch, 3), 21, dtype)
+    cell(x[0], begin_states("lstm", batch, 7, dtype)[:n_states])  # finishes deferred init
+    cell.reset()
+    calls = counting_array_steps(monkeypatch)
+    params = {name: getattr(cell, name).data().asnumpy() for name in fusedrnn.cells._PARAMS}
+    states = [random((batch, 7), 30 + k, dtype) for k in range(n_states)]
+    want = [s.asnumpy() for s in states]
+    recorded = states
+    for t in range(4):
+        out, states = cell(x[t], states)
+        with mx.autograd.record():
+            rec_out, recorded = cell(x[t], recorded)
+        ref = fusedrnn.reference.forward(
+            mode, x[t:t + 1].asnumpy(), params["i2h_weight"], params["h2h_weight"],
+            params["i2h_bias"], params["h2h_bias"], want[0], want[1] if n_states == 2 else None,
+            reset_after=kind != "gru_reset_before")
+        want = [ref.hy] + ([ref.cy] if n_states == 2 else [])
+        assert out is states[0] and out.dtype == np.dtype(dtype) and len(states) == n_states
+        tol = dict(rtol=1e-5, atol=1e-6) if dtype == "float32" else dict(rtol=1e-12, atol=1e-13)
+        for got, rec, ref_state in zip(states, recorded, want):
+            np.testing.assert_allclose(got.asnumpy(), rec.asnumpy(), **tol)
+            np.testing.assert_allclose(got.asnumpy(), ref_state, **tol)
+    assert calls == [True] * 4
+    assert cell._counter == 7  # gluon's count after reset() and 8 steps
+
+
+def test_inference_step_checks_arguments_by_name():
+    cell = fusedrnn.LSTMCell(5, input_size=4)
+    cell.initialize()
+    x, h, c = mx.nd.ones((3, 4)), mx.nd.ones((3, 5)), mx.nd.zeros((3, 5))
+    cases = [((x, [mx.nd.ones((3, 6)), c]), "states\\[0\\] has shape \\(3, 6\\)"),
+             ((x, [h, mx.nd.ones((2, 5))]), "states\\[1\\] has shape \\(2, 5\\)"),
+             ((x, [h]), "states must hold 2 arrays"),
+             ((mx.nd.ones((3, 4, 1)), [h, c]), "inputs must be \\[batch, input_size\\]"),
+             ((mx.nd.ones((3, 7)), [h, c]), "inputs has shape \\(3, 7\\); expected \\(3, 4\\)")]
+    for args, message in cases:
+        with pytest.raises(ValueError, match=message):
+            cell(*args)
+    # Arrays the step cannot read directly go through the operator, which refuses float16.
+    with pytest.raises(mx.base.MXNetError, match="float32 or float64"):
+        cell(x.astype("float16"), [h, c])
+
+
+def test_inference_steps_see_trainer_updates_and_pending_writes(tmp_path):
+    # The step reads the parameters' memory as it is after the optimizer's update, and waits
+    # for writes still queued on MXNet's threaded engine (run in a process that uses it).
+    script = tmp_path / "run.py"
+    script.write_text(
+        "import mxnet as mx, numpy as np, fusedrnn\n"
+        "cell = fusedrnn.GRUCell(64, input_size=32)\n"
+        "cell.initialize(mx.init.Uniform(0.2))\n"
+        "trainer = mx.gluon.Trainer(cell.collect_params(), 'sgd', {'learning_rate': 0.5})\n"
+        "x, h = mx.nd.ones((4, 32)), mx.nd.zeros((4, 64))\n"
+        "for _ in range(3):\n"
+        "    with mx.autograd.record():\n"
+        "        loss = cell(x, [h])[0].sum()\n"
+        "    loss.backward()\n"
+        "    trainer.step(1)\n"
+        "    a = mx.nd.random.uniform(shape=(512, 512))\n"
+        "    pending = mx.nd.dot(mx.nd.dot(a, a), mx.nd.ones((512, 32)))[:4] * 1e-6\n"
+        "    got = cell(pending, [h])[0].asnumpy()\n"
+        "    with mx.autograd.record():\n"
+        "        want = cell(pending, [h])[0].asnumpy()\n"
+        "    assert np.array_equal(got, want), abs(got - want).max()\n"
+        "print('ok', mx.engine.__name__)\n")
+    import os
+    import subprocess
+    import sys
+    env = dict(os.environ, MXNET_ENGINE_TYPE="ThreadedEnginePerDevice")
+    res = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0 and "ok" in res.stdout, res.stderr[-2000:]

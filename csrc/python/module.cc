@@ -2,6 +2,7 @@
 // outputs, and runs the kernel with the GIL released. Kernel errors become ValueError.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
 #include <algorithm>
 #include <cstdlib>
@@ -11,6 +12,7 @@
 
 #include "block_cache.h"
 #include "fusedrnn/rnn.h"
+#include "mxnet/nd_step.h"
 
 namespace py = pybind11;
 using fusedrnn::Mode;
@@ -321,4 +323,10 @@ PYBIND11_MODULE(_C, m) {
   m.def("set_num_threads", &fusedrnn::set_num_threads, py::arg("n"));
   m.def("get_num_threads", &fusedrnn::get_num_threads);
   m.def("instruction_set", &fusedrnn::instruction_set);
+
+  // The cells' inference step on NDArray handles (see csrc/mxnet/nd_step.h).
+  m.def("_set_ndarray_api", &fusedrnn::mxnet_ops::set_ndarray_api, py::arg("functions"));
+  m.def("_nd_cell_step", &fusedrnn::mxnet_ops::nd_cell_step, py::arg("mode"),
+        py::arg("reset_after"), py::arg("x"), py::arg("states"), py::arg("weights"),
+        py::call_guard<py::gil_scoped_release>());
 }

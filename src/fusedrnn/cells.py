@@ -4,20 +4,31 @@ Each class subclasses its gluon.rnn counterpart, so the constructor, parameter n
 `begin_state` and `unroll(length, inputs, begin_state, layout, merge_outputs, valid_length)`
 are MXNet's, and the cells compose with SequentialRNNCell, BidirectionalCell, ResidualCell,
 DropoutCell and ZoneoutCell. A step (`cell(x, states)`, e.g. in a decoding loop) is one fused
-operator (`_fusedrnn_layer` over a single step). `unroll` runs the whole sequence as one
+operator (`_fusedrnn_layer` over a single step); outside autograd recording, on CPU arrays, the
+step runs straight on the arrays' memory instead (see `_FusedCell.forward`). `unroll` runs the whole sequence as one
 `_fusedrnn_layer`, imperatively or in a graph; with `valid_length` no work is spent on
 padding: outputs past a sample's length are 0 and its states come from its last valid step,
 as gluon's unroll returns them (return types included). A cell built with activations the fused operator
 does not have (other than MXNet's defaults, or tanh/relu for RNNCell) falls back to gluon's
 own step and unroll.
 """
-from mxnet import gluon, ndarray, symbol
+import ctypes
+
+from mxnet import autograd, gluon, ndarray, symbol
+from mxnet.base import _LIB, NDArrayHandle
 from mxnet.gluon.parameter import DeferredInitializationError
 from mxnet.gluon.rnn.rnn_cell import _format_sequence, _get_begin_state
+
+from . import _C
 
 __all__ = ["LSTMCell", "GRUCell", "RNNCell"]
 
 _PARAMS = ("i2h_weight", "h2h_weight", "i2h_bias", "h2h_bias")
+
+_C._set_ndarray_api({name: ctypes.cast(getattr(_LIB, name), ctypes.c_void_p).value for name in (
+    "MXNDArrayWaitToRead", "MXNDArrayGetData", "MXNDArrayGetShapeEx", "MXNDArrayGetDType",
+    "MXNDArrayGetContext", "MXNDArrayGetStorageType", "MXNDArrayCreateEx", "MXNDArrayFree",
+    "MXGetLastError")})
 
 
 class _FusedCell:
@@ -34,12 +45,38 @@ class _FusedCell:
         return [F.identity(params[name]) if getattr(self, name).grad_req == "add"
                 else params[name] for name in _PARAMS]
 
+    def forward(self, inputs, states):
+        # A step outside autograd (a decoding loop) runs on the arrays' memory: an operator's
+        # dispatch through MXNet costs ~100 us, more than the step itself at batch 1-16.
+        if isinstance(inputs, ndarray.NDArray) and not autograd.is_recording():
+            out = self._step_on_arrays(inputs, states)
+            if out is not None:
+                return out
+        return super().forward(inputs, states)
+
+    def _step_on_arrays(self, inputs, states):
+        mode = self._fused_mode()
+        if mode is None or not isinstance(states, (list, tuple)) or \
+                not all(isinstance(s, ndarray.NDArray) for s in states):
+            return None
+        try:
+            weights = [getattr(self, name).data(inputs.context) for name in _PARAMS]
+        except DeferredInitializationError:
+            return None  # the operator path finishes the initialisation
+        handles = _C._nd_cell_step(mode, self._reset_after, inputs.handle.value,
+                                   [s.handle.value for s in states],
+                                   [w.handle.value for w in weights])
+        if not handles:
+            return None  # not all dense float CPU arrays of one dtype
+        self._counter += 1  # as gluon's RecurrentCell.forward, which this step bypasses
+        out = [ndarray.NDArray(NDArrayHandle(h)) for h in handles]
+        return out[0], out
+
     def hybrid_forward(self, F, inputs, states, i2h_weight, h2h_weight, i2h_bias, h2h_bias):
         mode = self._fused_mode()
         if mode is None:
             return super().hybrid_forward(F, inputs, states, i2h_weight, h2h_weight, i2h_bias,
                                           h2h_bias)
-        self._counter += 1
         params = dict(i2h_weight=i2h_weight, h2h_weight=h2h_weight, i2h_bias=i2h_bias,
                       h2h_bias=h2h_bias)
         args = [F.expand_dims(inputs, axis=0)] + self._operator_params(F, params) + list(states)

@@ -1,0 +1,29 @@
+// One cell step on MXNet NDArrays, outside MXNet's operator machinery: the inference step of
+// fusedrnn's Gluon cells (decoding loops). Plain types only, so the Python glue can bind it
+// without MXNet's headers.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace fusedrnn {
+namespace mxnet_ops {
+
+// Addresses of the MXNet C API functions nd_cell_step calls, by name (MXNDArrayGetData, ...),
+// taken from the libmxnet that Python loaded. Must be called once before nd_cell_step.
+void set_ndarray_api(const std::map<std::string, uintptr_t>& functions);
+
+// The handles of the NDArrays [h', c'] (LSTM) or [h'] after one step of cell `mode` from
+// x [N, C] and states [h [N, H], c [N, H]], with weights {i2h_weight [G*H, C], h2h_weight
+// [G*H, H], i2h_bias, h2h_bias}; the caller owns them. Waits for pending writes to the
+// inputs, as reading them through MXNet would. Empty when the arrays are not all dense CPU
+// arrays of one float dtype (the caller then goes through the operator); a wrong shape
+// throws InvalidArgument naming the argument.
+std::vector<uintptr_t> nd_cell_step(const std::string& mode, bool reset_after, uintptr_t x,
+                                    const std::vector<uintptr_t>& states,
+                                    const std::vector<uintptr_t>& weights);
+
+}  // namespace mxnet_ops
+}  // namespace fusedrnn
