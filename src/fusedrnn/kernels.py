@@ -46,10 +46,14 @@ def _lengths(lengths, n):
     if arr.dtype.kind == "f":
         if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
             raise ValueError("lengths must be whole numbers; got non-integer values")
-    elif arr.dtype.kind not in "iub":
+    elif arr.dtype.kind not in "iu":
+        # (bools included: a boolean array here is more likely a mask given as lengths)
         raise TypeError(f"lengths must be integers; got dtype {arr.dtype}")
-    if arr.size and (arr.min() < 0 or arr.max() > np.iinfo(np.int32).max):
+    if arr.size and arr.min() < 0:
         raise ValueError(f"lengths must be >= 0; got {arr.min()}")
+    if arr.size and arr.max() > np.iinfo(np.int32).max:
+        # Larger than any T the kernels accept; the exact bound is checked against x there.
+        raise ValueError(f"lengths must be <= T; got {arr.max()}")
     return np.ascontiguousarray(arr, dtype=np.int32)
 
 
