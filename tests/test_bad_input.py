@@ -208,7 +208,9 @@ def test_raw_module_refuses_what_the_wrapper_never_passes():
     (("lstm", 1, 1, 2 ** 31, 2), ValueError, "sizes too large"),
     (("gru", 1, 1, 1, 2 ** 30), ValueError, "sizes too large"),
     (("lstm", 2 ** 30, 1, 2 ** 30, 2 ** 29), ValueError, "sizes too large"),
-    (("lstm", 1.5, 1, 1, 2), TypeError, "reserve_size"),
+    (("lstm", 1.5, 1, 1, 2), TypeError, "steps must be an integer"),
+    (("lstm", 1, 1, 1, "2"), TypeError, "hidden_size must be an integer"),
+    (("lstm", 2 ** 63, 1, 1, 2), ValueError, "sizes too large: steps"),
     (("rnn", 1, 1, 1, 2), ValueError, "mode must be one of"),
 ])
 def test_reserve_size_refuses(args, error, pattern):

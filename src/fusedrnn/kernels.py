@@ -139,7 +139,14 @@ def reserve_size(mode, steps, batch, input_size, hidden_size, proj_size=0):
     """Elements (of the dtype) in the reserve buffer of a training forward of this size."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
-    return _C.reserve_size(mode, steps, batch, input_size, hidden_size, proj_size)
+    sizes = dict(steps=steps, batch=batch, input_size=input_size, hidden_size=hidden_size,
+                 proj_size=proj_size)
+    for name, value in sizes.items():
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+            raise TypeError(f"{name} must be an integer; got {value!r}")
+        if not -2 ** 63 <= value < 2 ** 63:
+            raise ValueError(f"sizes too large: {name} = {value}")
+    return _C.reserve_size(mode, *(int(v) for v in sizes.values()))
 
 
 def set_num_threads(n):
