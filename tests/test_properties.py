@@ -178,6 +178,46 @@ def test_layers_match_the_reference(mode, T, N, C, H, layers, bidirectional, lay
         np.testing.assert_allclose(got.asnumpy(), ref, rtol=1e-9, atol=1e-11)
 
 
+CELLS = {"lstm": (fusedrnn.LSTMCell, {}), "gru": (fusedrnn.GRUCell, {}),
+         "rnn_tanh": (fusedrnn.RNNCell, {"activation": "tanh"}),
+         "rnn_relu": (fusedrnn.RNNCell, {"activation": "relu"})}
+
+
+@settings(max_examples=60, **SETTINGS)
+@given(mode=st.sampled_from(MODES), T=st.integers(1, 5), N=st.integers(1, 4),
+       C=st.integers(1, 4), H=st.integers(1, 5), layout=st.sampled_from(["TNC", "NTC"]),
+       with_lengths=st.booleans(), data=st.data())
+def test_cells_match_the_reference(mode, T, N, C, H, layout, with_lengths, data):
+    """unroll (with valid_length: zeros past each length, states from the last valid step)
+    and a single step."""
+    cls, extra = CELLS[mode]
+    cell = cls(H, input_size=C, **extra)
+    cell.initialize(mx.init.Uniform(0.5))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2 ** 16)))
+    x = rng.standard_normal((T, N, C)).astype(np.float32)
+    states = [rng.standard_normal((N, H)).astype(np.float32) for _ in cell.state_info()]
+    lengths = np.array(data.draw(st.lists(st.integers(0, T), min_size=N, max_size=N))) \
+        if with_lengths else None
+    p = {k[len(cell.prefix):]: v.data().asnumpy() for k, v in cell.collect_params().items()}
+    w = [p[n] for n in ("i2h_weight", "h2h_weight", "i2h_bias", "h2h_bias")]
+    want = reference.forward(mode, x, *w, states[0], states[1] if mode == "lstm" else None,
+                             lengths=lengths)
+    xin = x if layout == "TNC" else x.transpose(1, 0, 2)
+    out, new_states = cell.unroll(T, mx.nd.array(xin), [mx.nd.array(s) for s in states],
+                                  layout=layout, merge_outputs=True,
+                                  valid_length=None if lengths is None else mx.nd.array(lengths))
+    got = out.asnumpy() if layout == "TNC" else out.asnumpy().transpose(1, 0, 2)
+    tol = dict(rtol=2e-5, atol=2e-6)
+    np.testing.assert_allclose(got, want.y, **tol)
+    for g, r in zip(new_states, [want.hy, want.cy]):
+        np.testing.assert_allclose(g.asnumpy(), r, **tol)
+    step_out, step_states = cell(mx.nd.array(x[0]), [mx.nd.array(s) for s in states])
+    one = reference.forward(mode, x[:1], *w, states[0], states[1] if mode == "lstm" else None)
+    np.testing.assert_allclose(step_out.asnumpy(), one.y[0], **tol)
+    for g, r in zip(step_states, [one.hy, one.cy]):
+        np.testing.assert_allclose(g.asnumpy(), r, **tol)
+
+
 @settings(max_examples=100, **SETTINGS)
 @given(seqs=st.lists(st.lists(st.integers(-9, 9), max_size=6), max_size=5),
        maxlen=st.one_of(st.none(), st.integers(0, 7)),
