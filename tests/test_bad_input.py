@@ -853,7 +853,8 @@ def test_pad_sequences_odd_values():
 
 
 @pytest.mark.parametrize("padded,pattern", [
-    (fusedrnn.Padded(np.zeros((2, 3)), [1, 5], "post"), r"lengths must hold one length in \[0, 3\]"),
+    (fusedrnn.Padded(np.zeros((2, 3)), [1, 5], "post"),
+     r"lengths must hold one length in \[0, 3\]"),
     (fusedrnn.Padded(np.zeros((2, 3)), [1, -1], "pre"), "lengths must hold one length"),
     (fusedrnn.Padded(np.zeros((2, 3)), [1, 2, 3], "pre"), "lengths must hold one length"),
     (fusedrnn.Padded(np.zeros((2, 3)), [1, 2], "mid"), "padding must be 'pre' or 'post'"),
