@@ -12,7 +12,10 @@ T = 0, N = 0 and C = 0 and refuse H = 0 or P = 0; the MXNet operator does the sa
 runs with NumPy shape semantics (in MXNet's default semantics a 0 in a shape means unknown,
 which the operator reports); the Gluon layers, cells and nd.RNN refuse zero-size inputs.
 """
+import os
 import re
+import subprocess
+import sys
 
 import mxnet as mx
 import numpy as np
@@ -302,6 +305,21 @@ def test_nan_and_inf_propagate_within_their_sample(mode, options, value):
     if np.isnan(value):
         assert np.isnan(fwd.y[1:4, 1]).all() and np.isnan(fwd.hy[1]).all()
         assert np.isnan(grads.dw_ih).any()
+
+
+def test_nan_inf_and_strides_on_the_portable_code_path():
+    """The same on the non-AVX-512 code (forced in a subprocess): the vector code is
+    compiled twice, and the ReLU that swallowed NaN was in both."""
+    script = ("import sys, pytest\n"
+              "from fusedrnn import kernels\n"
+              "assert kernels.instruction_set() == 'base', kernels.instruction_set()\n"
+              "sys.exit(pytest.main([%r, '-q', '-p', 'no:cacheprovider', '-k', "
+              "'nan_and_inf_propagate or strided_arrays']))" % __file__)
+    env = dict(os.environ, FUSEDRNN_DISABLE_AVX512="1")
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert " passed" in out.stdout and " failed" not in out.stdout, out.stdout[-3000:]
 
 
 @pytest.mark.parametrize("mode", ["lstm", "gru", "rnn_tanh"])
