@@ -25,6 +25,8 @@ class BlockCache {
 
   // Returns the block and records its size class just before it.
   void* take(size_t bytes) {
+    // No allocation can be this large, and size_class would overflow past it.
+    if (bytes > (size_t{1} << 60)) throw std::bad_alloc();
     const size_t cls = size_class(bytes);
     {
       std::lock_guard<std::mutex> lock(mutex_);

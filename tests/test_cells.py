@@ -460,13 +460,13 @@ def test_inference_step_checks_arguments_by_name():
     cases = [((x, [mx.nd.ones((3, 6)), c]), "states\\[0\\] has shape \\(3, 6\\)"),
              ((x, [h, mx.nd.ones((2, 5))]), "states\\[1\\] has shape \\(2, 5\\)"),
              ((x, [h]), "states must hold 2 arrays"),
-             ((mx.nd.ones((3, 4, 1)), [h, c]), "inputs must be \\[batch, input_size\\]"),
+             ((mx.nd.ones((3, 4, 1)), [h, c]), "inputs of a step must have shape \\[N, C\\]"),
              ((mx.nd.ones((3, 7)), [h, c]), "inputs has shape \\(3, 7\\); expected \\(3, 4\\)")]
     for args, message in cases:
         with pytest.raises(ValueError, match=message):
             cell(*args)
-    # Arrays the step cannot read directly go through the operator, which refuses float16.
-    with pytest.raises(mx.base.MXNetError, match="float32 or float64"):
+    # Arrays the step cannot read directly go the operator's way, which refuses float16.
+    with pytest.raises(TypeError, match="inputs must be float32 or float64"):
         cell(x.astype("float16"), [h, c])
 
 

@@ -41,12 +41,21 @@ void validate(const RnnDesc& d, const Valid& valid) {
           "clip_min must be <= clip_max (got " + std::to_string(d.clip_min) + " > " +
               std::to_string(d.clip_max) + ")");
   // BLAS takes 32-bit sizes: every matrix dimension, the packed row count and leading
-  // dimensions must fit.
+  // dimensions (up to C + P + 1 for the rows [x | h | 1]) must fit.
   const int64_t limit = std::numeric_limits<int32_t>::max();
-  const int64_t gh = gate_count(d.mode) * d.hidden_size;
-  require(d.steps <= limit / std::max<int64_t>(d.batch, 1) && gh <= limit &&
-              d.input_size <= limit,
-          "sizes too large: steps * batch and gates * hidden_size must stay below 2^31");
+  require(d.steps <= limit / std::max<int64_t>(d.batch, 1) &&
+              d.hidden_size <= limit / gate_count(d.mode) && d.input_size <= limit &&
+              d.out_size() <= limit - 1 - d.input_size,
+          "sizes too large: steps * batch, gates * hidden_size and input_size + proj_size "
+          "must stay below 2^31");
+  // Every buffer's byte count must fit in size_t with room to spare (the bounds above still
+  // allow products near 2^64); far beyond any memory, so an allocation fails cleanly first.
+  const int64_t rows = d.steps * d.batch, gh = gate_count(d.mode) * d.hidden_size;
+  const int64_t wide = d.input_size + d.out_size() + 1 + gh + d.hidden_size;
+  const int64_t elements = int64_t{1} << 56;
+  require(rows <= elements / wide && d.batch <= elements / wide && gh <= elements / wide &&
+              d.out_size() <= elements / d.hidden_size,
+          "sizes too large: a buffer of these sizes would exceed 2^56 elements");
   if (lengths != nullptr) {
     for (int64_t n = 0; n < d.batch; ++n) {
       require(lengths[n] >= 0 && lengths[n] <= d.steps,

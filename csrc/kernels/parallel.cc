@@ -11,6 +11,7 @@
 #include <condition_variable>
 #include <mutex>
 #include <optional>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -100,7 +101,7 @@ class Pool {
 int default_threads() {
   if (const char* env = std::getenv("OMP_NUM_THREADS")) {
     const int n = std::atoi(env);
-    if (n > 0) return n;
+    if (n > 0) return std::min(n, kMaxThreads);
   }
   cpu_set_t set;
   if (sched_getaffinity(0, sizeof set, &set) == 0) return std::max(1, CPU_COUNT(&set));
@@ -207,6 +208,10 @@ int loop_threads() {
 }  // namespace detail
 
 void set_num_threads(int n) {
+  // libgomp aborts the process when it cannot create a team this large.
+  if (n > detail::kMaxThreads)
+    throw InvalidArgument("n (threads) must be at most " + std::to_string(detail::kMaxThreads) +
+                          "; got " + std::to_string(n));
   detail::loop_threads();
   detail::g_threads.store(n > 0 ? n : detail::default_threads(), std::memory_order_relaxed);
 }

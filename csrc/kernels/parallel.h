@@ -10,6 +10,9 @@
 namespace fusedrnn {
 namespace detail {
 
+// The most threads set_num_threads accepts (and OMP_NUM_THREADS gives).
+constexpr int kMaxThreads = 1024;
+
 class Barrier {
  public:
   explicit Barrier(int n) : n_(n) {}

@@ -27,7 +27,8 @@ void rnn_forward(const FwdArgs<T>& a) {
   product_nt<T>(p.rows, H, C, a.xp, C, a.w.w_ih, C, false, a.hp, H);
   const auto activate = [&](T* h, int64_t j, auto m) {
     const Vec<T> pre = load(h + j, m) + load(bias + j, m);
-    store(h + j, relu ? (pre > T(0) ? pre : Vec<T>{}) : vtanh(pre), m);
+    // (pre < 0, not pre > 0, selects 0: a NaN must pass through, as max(0, NaN) = NaN.)
+    store(h + j, relu ? (pre < T(0) ? Vec<T>{} : pre) : vtanh(pre), m);
   };
   if (p.steps == 1) {  // one step (a cell): the weights are used once, not worth packing
     const int64_t B = p.batch[0];

@@ -4,6 +4,7 @@
 #include <mxnet/lib_api.h>
 
 #include <exception>
+#include <new>
 
 namespace fusedrnn {
 namespace mxnet_ops {
@@ -15,6 +16,8 @@ mxnet::ext::MXReturnValue guarded(const char* op, F&& f) {
   try {
     f();
     return mxnet::ext::MX_SUCCESS;
+  } catch (const std::bad_alloc&) {
+    MX_ERROR_MSG << op << ": out of memory (the sizes need more than the machine has)";
   } catch (const std::exception& e) {
     MX_ERROR_MSG << op << ": " << e.what();
   } catch (...) {

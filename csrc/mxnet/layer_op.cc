@@ -133,14 +133,25 @@ std::string input_name(const Slots& s, int i) {
   return kNames[i];
 }
 
+// What lib_api reports for a dimension shape inference does not know yet.
+constexpr unsigned kUnknown = static_cast<unsigned>(-1);
+
 std::string shape_str(const std::vector<unsigned>& s) {
   std::string out = "(";
-  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+  for (size_t i = 0; i < s.size(); ++i)
+    out += (i ? ", " : "") + (s[i] == kUnknown ? std::string("?") : std::to_string(s[i]));
   return out + ")";
 }
 
 fusedrnn::RnnDesc describe(const LayerAttrs& a, const std::vector<std::vector<unsigned>>& in) {
   const Slots s(a);
+  for (size_t i = 0; i < in.size(); ++i)
+    for (unsigned dim : in[i])
+      if (dim == kUnknown)
+        throw fusedrnn::InvalidArgument(
+            input_name(s, static_cast<int>(i)) + " has shape " + shape_str(in[i]) +
+            " with an unknown dimension (MXNet reads 0 in a shape as unknown unless "
+            "mx.util.set_np_shape(True) is on)");
   fusedrnn::RnnDesc d;
   d.mode = a.mode;
   if (in[s.x].size() != 3)
@@ -341,15 +352,22 @@ MXReturnValue infer_type(const Attrs& attrs, std::vector<int>* in, std::vector<i
     if (dtype != mxnet::ext::kFloat32 && dtype != mxnet::ext::kFloat64)
       throw fusedrnn::InvalidArgument("x must be float32 or float64");
     for (int i = 1; i < static_cast<int>(in->size()); ++i) {
-      if (i == s.valid()) continue;
+      if (i == s.valid()) {
+        const int t = (*in)[i];
+        if (t != mxnet::ext::kFloat32 && t != mxnet::ext::kFloat64 && t != mxnet::ext::kInt32 &&
+            t != mxnet::ext::kInt64 && t != mxnet::ext::kUint8 && t != mxnet::ext::kInt8)
+          throw fusedrnn::InvalidArgument(
+              input_name(s, i) + " must be int32, int64, uint8, int8, float32 or float64 " +
+              "(MXNet 1.9 cannot pass bool or float16 arrays to a library operator); got dtype "
+              "flag " + std::to_string(t));
+        continue;
+      }
       if ((*in)[i] != dtype)
         throw fusedrnn::InvalidArgument(input_name(s, i) + " must have the dtype of x");
     }
     for (int& t : *out) t = dtype;
   });
 }
-
-constexpr unsigned kUnknown = static_cast<unsigned>(-1);
 
 // Fills the unknown dimensions of the inputs from x and the known ones, as MXNet's own RNN op
 // does: a deferred input size leaves w_ih's columns open, and inside a graph gluon's

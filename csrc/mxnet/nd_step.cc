@@ -176,9 +176,9 @@ std::vector<uintptr_t> nd_cell_step(const std::string& mode, bool reset_after, u
                           " * hidden_size, input_size] and [" + std::to_string(G) +
                           " * hidden_size, hidden_size]; got shapes " + shape_str(in[0].shape) +
                           " and " + shape_str(in[1].shape));
-  if (in[4].shape.size() != 2)
-    throw InvalidArgument("inputs must be [batch, input_size]; got shape " +
-                          shape_str(in[4].shape));
+  if (in[4].shape.size() != 2 || in[4].shape[0] == 0 || in[4].shape[1] == 0)
+    throw InvalidArgument("inputs of a step must have shape [N, C] (no zero-size dimension); "
+                          "got " + shape_str(in[4].shape));
   d.steps = 1;
   d.batch = in[4].shape[0];
   d.input_size = in[0].shape[1];

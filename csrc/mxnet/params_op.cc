@@ -9,6 +9,7 @@
 // attributes: mode, state_size, num_layers, bidirectional, projection_size, layer, direction
 #include <mxnet/lib_api.h>
 
+#include <algorithm>
 #include <cstring>
 #include <exception>
 #include <string>
@@ -50,7 +51,8 @@ int64_t int_attr(const Attrs& attrs, const char* key, int64_t fallback) {
   }
 }
 
-// The pieces of (layer, direction) and the total size, for input size C.
+// The pieces of (layer, direction) and the total size, for input size C. Closed form: a
+// loop over the layers would let a huge num_layers hang shape inference.
 std::vector<Piece> layout(const Attrs& attrs, int64_t C, int64_t* total) {
   auto m = attrs.find("mode");
   const std::string mode = m == attrs.end() ? "" : m->second;
@@ -60,33 +62,41 @@ std::vector<Piece> layout(const Attrs& attrs, int64_t C, int64_t* total) {
   const int64_t D = int_attr(attrs, "bidirectional", 0) ? 2 : 1;
   const int64_t Pr = int_attr(attrs, "projection_size", 0), P = Pr > 0 ? Pr : H;
   const int64_t layer = int_attr(attrs, "layer", 0), dir = int_attr(attrs, "direction", 0);
-  if (H < 1 || L < 1 || layer < 0 || layer >= L || dir < 0 || dir >= D)
-    throw fusedrnn::InvalidArgument("state_size, num_layers, layer or direction out of range");
+  if (H < 1 || L < 1 || Pr < 0 || layer < 0 || layer >= L || dir < 0 || dir >= D)
+    throw fusedrnn::InvalidArgument("state_size, num_layers, projection_size, layer or "
+                                    "direction out of range");
+  // MXNet 1.9 (without large-tensor support) holds at most 2^31 - 1 elements in an array.
+  const int64_t limit = (int64_t{1} << 31) - 1;
+  const auto too_large = [] {
+    return fusedrnn::InvalidArgument("the parameters of this RNN would exceed MXNet's limit "
+                                     "of 2^31 - 1 elements (state_size, num_layers, "
+                                     "projection_size or the input size too large)");
+  };
+  if (H > limit / G || P > limit || C > limit || L > limit) throw too_large();
+  using Wide = __int128;  // products of up to three factors below 2^32 cannot overflow it
+  const int64_t GH = G * H;
+  const Wide pr_size = Pr > 0 ? Wide(P) * H : 0;
+  const Wide first = Wide(GH) * C + Wide(GH) * P + pr_size;       // layer 0, one direction
+  const Wide rest = Wide(GH) * (D * P) + Wide(GH) * P + pr_size;  // later layers, one direction
+  const int64_t biases = 2 * GH;
+  const Wide all = D * first + Wide(L - 1) * D * rest + Wide(L) * D * biases;
+  if (first > limit || rest > limit || all > limit) throw too_large();
+  const int64_t bias_base = static_cast<int64_t>(D * first + Wide(L - 1) * D * rest);
+  *total = static_cast<int64_t>(all);
+  const unsigned in = layer == 0 ? C : D * P;
+  int64_t offset = static_cast<int64_t>(layer == 0 ? dir * first
+                                                 : D * first + Wide((layer - 1) * D + dir) * rest);
   std::vector<Piece> pieces;
-  int64_t offset = 0;
-  for (int64_t l = 0; l < L; ++l)
-    for (int64_t d = 0; d < D; ++d) {
-      const unsigned in = l == 0 ? C : D * P;
-      std::vector<std::vector<unsigned>> shapes = {{unsigned(G * H), in},
-                                                   {unsigned(G * H), unsigned(P)}};
-      if (Pr > 0) shapes.push_back({unsigned(P), unsigned(H)});
-      for (const auto& s : shapes) {
-        Piece p{offset, s};
-        if (l == layer && d == dir) pieces.push_back(p);
-        offset += p.size();
-      }
-    }
-  std::vector<Piece> biases;
-  for (int64_t l = 0; l < L; ++l)
-    for (int64_t d = 0; d < D; ++d)
-      for (int b = 0; b < 2; ++b) {
-        Piece p{offset, {unsigned(G * H)}};
-        if (l == layer && d == dir) biases.push_back(p);
-        offset += p.size();
-      }
-  *total = offset;
+  std::vector<std::vector<unsigned>> shapes = {{unsigned(GH), in}, {unsigned(GH), unsigned(P)}};
+  if (Pr > 0) shapes.push_back({unsigned(P), unsigned(H)});
+  for (const auto& s : shapes) {
+    pieces.push_back(Piece{offset, s});
+    offset += pieces.back().size();
+  }
+  const int64_t b = bias_base + (layer * D + dir) * biases;
   // Output order: w_ih, w_hh, b_ih, b_hh, (w_hr).
-  std::vector<Piece> out = {pieces[0], pieces[1], biases[0], biases[1]};
+  std::vector<Piece> out = {pieces[0], pieces[1], Piece{b, {unsigned(GH)}},
+                            Piece{b + GH, {unsigned(GH)}}};
   if (Pr > 0) out.push_back(pieces[2]);
   return out;
 }

@@ -5,9 +5,11 @@
 #include <pybind11/stl.h>
 
 #include <algorithm>
+#include <new>
 #include <cstdlib>
 #include <optional>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "block_cache.h"
@@ -35,6 +37,11 @@ std::string shape_str(const std::vector<int64_t>& s) {
   return out + (s.size() == 1 ? ",)" : ")");
 }
 
+[[noreturn]] void throw_memory_error(const std::string& message) {
+  PyErr_SetString(PyExc_MemoryError, message.c_str());
+  throw py::error_already_set();
+}
+
 std::vector<int64_t> shape_of(const py::array& a) {
   return std::vector<int64_t>(a.shape(), a.shape() + a.ndim());
 }
@@ -45,21 +52,56 @@ py::array_t<T> expect(const py::handle& obj, const char* name, std::vector<int64
   if (!py::isinstance<py::array>(obj))
     throw py::type_error(std::string(name) + " must be a numpy.ndarray");
   auto arr = py::reinterpret_borrow<py::array>(obj);
+  const bool index = std::is_integral<T>::value;
   if (!arr.dtype().is(py::dtype::of<T>()))
     throw py::type_error(std::string(name) + " has dtype " + std::string(py::str(arr.dtype())) +
                          "; expected " + std::string(py::str(py::dtype::of<T>())) +
-                         " (the dtype of x)");
+                         (index ? "" : " (the dtype of x)"));
   if (shape_of(arr) != shape)
     throw py::value_error(std::string(name) + " has shape " + shape_str(shape_of(arr)) +
                           "; expected " + shape_str(shape));
-  return py::array_t<T, py::array::c_style>::ensure(arr);
+  // Unlike ensure(), the converting constructor raises NumPy's error when the contiguous
+  // copy of a strided array cannot be made; a MemoryError then gets the argument's name.
+  try {
+    return py::array_t<T, py::array::c_style>(arr);
+  } catch (py::error_already_set& e) {
+    if (!e.matches(PyExc_MemoryError)) throw;
+    throw_memory_error(std::string(name) + ": no memory for a contiguous copy of this " +
+                       shape_str(shape_of(arr)) + " array (" + e.what() + ")");
+  }
 }
 
+// The shape of an array argument, before any conversion (sizes are validated first, so that
+// a broadcast view of absurd size is refused instead of copied).
+std::vector<int64_t> dims_of(const py::handle& obj, const char* name, size_t ndim,
+                             const char* layout) {
+  if (!py::isinstance<py::array>(obj))
+    throw py::type_error(std::string(name) + " must be a numpy.ndarray " + layout);
+  auto arr = py::reinterpret_borrow<py::array>(obj);
+  if (static_cast<size_t>(arr.ndim()) != ndim)
+    throw py::value_error(std::string(name) + " must have " + std::to_string(ndim) +
+                          " dimensions " + layout + "; got shape " + shape_str(shape_of(arr)));
+  return shape_of(arr);
+}
+
+double clip_bound(const py::handle& value, const char* name) {
+  if (!py::isinstance<py::float_>(value) && !py::isinstance<py::int_>(value))
+    throw py::type_error(std::string(name) + " must be a real number");
+  return value.cast<double>();
+}
+
+// (The sizes were validated, so the byte count cannot overflow.)
 template <typename T>
-py::array_t<T> new_array(std::vector<py::ssize_t> shape) {
+py::array_t<T> new_array(const char* name, std::vector<py::ssize_t> shape) {
   size_t count = 1;
   for (py::ssize_t n : shape) count *= static_cast<size_t>(n);
-  void* block = fusedrnn::BlockCache::instance().take(std::max<size_t>(count, 1) * sizeof(T));
+  void* block = nullptr;
+  try {
+    block = fusedrnn::BlockCache::instance().take(std::max<size_t>(count, 1) * sizeof(T));
+  } catch (const std::bad_alloc&) {
+    throw_memory_error(std::string(name) + ": no memory for an output of " +
+                       std::to_string(count * sizeof(T)) + " bytes");
+  }
   py::capsule owner(block, [](void* p) { fusedrnn::BlockCache::instance().give(p); });
   return py::array_t<T>(shape, static_cast<T*>(block), owner);
 }
@@ -95,9 +137,7 @@ Common describe(const std::string& mode, const py::array& x, const py::handle& w
   d.batch = x.shape(1);
   d.input_size = x.shape(2);
   const int64_t G = fusedrnn::gate_count(d.mode);
-  if (!py::isinstance<py::array>(w_ih) || py::reinterpret_borrow<py::array>(w_ih).ndim() != 2)
-    throw py::value_error("w_ih must be a 2-D numpy.ndarray [G*H, C]");
-  const int64_t rows = py::reinterpret_borrow<py::array>(w_ih).shape(0);
+  const int64_t rows = dims_of(w_ih, "w_ih", 2, "[G*H, C]")[0];
   if (rows % G != 0 || rows == 0)
     throw py::value_error("w_ih has " + std::to_string(rows) + " rows; expected a positive "
                           "multiple of " + std::to_string(G) + " (gates) for mode '" + mode +
@@ -105,9 +145,7 @@ Common describe(const std::string& mode, const py::array& x, const py::handle& w
   d.hidden_size = rows / G;
   if (!w_hr.is_none()) {
     if (d.mode != Mode::kLstm) throw py::value_error("w_hr (projection) is only for mode 'lstm'");
-    if (!py::isinstance<py::array>(w_hr) || py::reinterpret_borrow<py::array>(w_hr).ndim() != 2)
-      throw py::value_error("w_hr must be a 2-D numpy.ndarray [P, H]");
-    d.proj_size = py::reinterpret_borrow<py::array>(w_hr).shape(0);
+    d.proj_size = dims_of(w_hr, "w_hr", 2, "[P, H]")[0];
     if (d.proj_size < 1) throw py::value_error("w_hr must have at least one row");
   }
   d.reverse = reverse;
@@ -117,12 +155,15 @@ Common describe(const std::string& mode, const py::array& x, const py::handle& w
   if (!clip_min.is_none()) {
     if (d.mode != Mode::kLstm) throw py::value_error("clip_min/clip_max are only for mode 'lstm'");
     d.clip = true;
-    d.clip_min = clip_min.cast<double>();
-    d.clip_max = clip_max.cast<double>();
+    d.clip_min = clip_bound(clip_min, "clip_min");
+    d.clip_max = clip_bound(clip_max, "clip_max");
     if (!(d.clip_min <= d.clip_max))
       throw py::value_error("clip_min must be <= clip_max");
   }
   d.clip_nan = clip_nan;
+  // The other arrays' shapes follow from these sizes, and expect() checks them before it
+  // copies anything.
+  fusedrnn::validate(d, nullptr);
   if (!lengths.is_none()) c.lengths = expect<int32_t>(lengths, "lengths", {d.batch});
   if (!positions.is_none()) {
     if (!c.lengths) throw py::value_error("positions need lengths");
@@ -162,10 +203,11 @@ py::tuple forward_impl(const std::string& mode, const py::array& x_in, const py:
   if (d.proj_size > 0) w_hr = expect<T>(w_hr_in, "w_hr", {P, H});
   fusedrnn::validate(d, c.valid());
 
-  py::array_t<T> y = new_array<T>({T_, N, P}), hy = new_array<T>({N, P});
+  py::array_t<T> y = new_array<T>("y", {T_, N, P}), hy = new_array<T>("hy", {N, P});
   std::optional<py::array_t<T>> cy, reserve;
-  if (lstm) cy = new_array<T>({N, H});
-  if (training) reserve = new_array<T>({static_cast<py::ssize_t>(fusedrnn::reserve_size(d))});
+  if (lstm) cy = new_array<T>("cy", {N, H});
+  if (training)
+    reserve = new_array<T>("reserve", {static_cast<py::ssize_t>(fusedrnn::reserve_size(d))});
   fusedrnn::Weights<T> w{w_ih.data(), w_hh.data(), b_ih.data(), b_hh.data(),
                          data_or_null(w_hr)};
   T* y_ptr = y.mutable_data();
@@ -223,12 +265,12 @@ py::tuple backward_impl(const std::string& mode, const py::array& x_in, const py
   }
   fusedrnn::validate(d, c.valid());
 
-  py::array_t<T> dx = new_array<T>({T_, N, C}), dw_ih = new_array<T>({GH, C}),
-                 dw_hh = new_array<T>({GH, P}), db_ih = new_array<T>({GH}),
-                 db_hh = new_array<T>({GH}), dh0 = new_array<T>({N, P});
+  py::array_t<T> dx = new_array<T>("dx", {T_, N, C}), dw_ih = new_array<T>("dw_ih", {GH, C}),
+                 dw_hh = new_array<T>("dw_hh", {GH, P}), db_ih = new_array<T>("db_ih", {GH}),
+                 db_hh = new_array<T>("db_hh", {GH}), dh0 = new_array<T>("dh0", {N, P});
   std::optional<py::array_t<T>> dc0, dw_hr;
-  if (lstm) dc0 = new_array<T>({N, H});
-  if (d.proj_size > 0) dw_hr = new_array<T>({P, H});
+  if (lstm) dc0 = new_array<T>("dc0", {N, H});
+  if (d.proj_size > 0) dw_hr = new_array<T>("dw_hr", {P, H});
   fusedrnn::Grads<T> g;
   g.dx = dx.mutable_data();
   g.dw_ih = dw_ih.mutable_data();

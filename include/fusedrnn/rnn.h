@@ -105,6 +105,7 @@ void backward(const RnnDesc& desc, const Valid& valid, const T* x, const Weights
 
 // Threads the kernels use (fusedrnn's own pool; the OpenBLAS it calls stays single-threaded).
 // 0 or less restores the default: OMP_NUM_THREADS if set, else the cores this process may use.
+// More than 1024 throws InvalidArgument.
 void set_num_threads(int n);
 int get_num_threads();
 

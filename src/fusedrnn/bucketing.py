@@ -5,12 +5,18 @@ to its own longest sequence, and a collate function that pads and returns the le
     loader = gluon.data.DataLoader(dataset, batch_sampler=sampler, batchify_fn=pad_collate)
     for batch, lengths in loader: ...         # batch [N, T_batch, ...] (NTC), post-padded
 """
+import numbers
+
 import numpy as np
 import mxnet as mx
 
 from .padding import pad_sequences
 
 __all__ = ["BucketSampler", "pad_collate"]
+
+
+def _positive_int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
 
 
 class BucketSampler(mx.gluon.data.Sampler):
@@ -30,8 +36,11 @@ class BucketSampler(mx.gluon.data.Sampler):
         if lengths.ndim != 1 or (lengths.size and (lengths.min() < 0 or
                                                   not np.issubdtype(lengths.dtype, np.integer))):
             raise ValueError("lengths must be a 1-D sequence of non-negative integers")
-        if int(batch_size) < 1:
+        if not _positive_int(batch_size):
             raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
+        if num_buckets is not None and not _positive_int(num_buckets):
+            raise ValueError(f"num_buckets must be None or a positive integer; got "
+                             f"{num_buckets!r}")
         if last_batch not in ("keep", "discard"):
             raise ValueError(f"last_batch must be 'keep' or 'discard'; got {last_batch!r}")
         self._lengths = lengths
@@ -78,6 +87,10 @@ def pad_collate(samples, dtype="float32", value=0.0):
     if not samples:
         raise ValueError("pad_collate got an empty batch")
     tuples = isinstance(samples[0], tuple)
+    if any(isinstance(s, tuple) != tuples or (tuples and len(s) != len(samples[0]))
+           for s in samples):
+        raise ValueError("samples must all be sequences, or all tuples (sequence, label, ...) "
+                         "of one length")
     seqs = [s[0] if tuples else s for s in samples]
     padded = pad_sequences([np.asarray(s) for s in seqs], dtype=dtype, padding="post",
                            truncating="post", value=value, return_lengths=True)

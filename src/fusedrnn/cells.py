@@ -14,12 +14,14 @@ own step and unroll.
 """
 import ctypes
 
+import numpy as np
 from mxnet import autograd, gluon, ndarray, symbol
 from mxnet.base import _LIB, NDArrayHandle
 from mxnet.gluon.parameter import DeferredInitializationError
 from mxnet.gluon.rnn.rnn_cell import _format_sequence, _get_begin_state
 
 from . import _C
+from .layers import _check_values
 
 __all__ = ["LSTMCell", "GRUCell", "RNNCell"]
 
@@ -31,6 +33,11 @@ _C._set_ndarray_api({name: ctypes.cast(getattr(_LIB, name), ctypes.c_void_p).val
     "MXGetLastError")})
 
 
+def _check_dtype(dtype):
+    if np.dtype(dtype) not in (np.float32, np.float64):
+        raise TypeError(f"inputs must be float32 or float64; got {np.dtype(dtype)}")
+
+
 class _FusedCell:
     """The shared step and unroll of the fused cells (mixed into the gluon.rnn cell classes)."""
 
@@ -38,6 +45,31 @@ class _FusedCell:
 
     def _fused_mode(self):
         raise NotImplementedError
+
+    def _check_step(self, inputs, states):
+        if inputs.ndim != 2 or 0 in inputs.shape:
+            raise ValueError(f"inputs of a step must have shape [N, C] (no zero-size "
+                             f"dimension); got {inputs.shape}")
+        _check_dtype(inputs.dtype)
+        self._check_states(states, inputs.shape[0], inputs.dtype)
+
+    def _check_states(self, states, batch, dtype):
+        count = len(self.state_info())
+        if isinstance(states, ndarray.NDArray):
+            states = [states]
+        if not isinstance(states, (list, tuple)) or len(states) != count:
+            raise ValueError(f"states must be a list of {count} NDArray(s) (see begin_state); "
+                             f"got {type(states).__name__}" +
+                             (f" of {len(states)}" if isinstance(states, (list, tuple)) else ""))
+        for i, state in enumerate(states):
+            if not isinstance(state, ndarray.NDArray):
+                raise TypeError(f"states[{i}] must be an NDArray; got {type(state).__name__}")
+            if state.shape != (batch, self._hidden_size):
+                raise ValueError(f"states[{i}] must have shape {(batch, self._hidden_size)}; "
+                                 f"got {state.shape}")
+            if state.dtype != dtype:
+                raise TypeError(f"states[{i}] has dtype {np.dtype(state.dtype)}; expected "
+                                f"{np.dtype(dtype)} (the dtype of inputs)")
 
     def _operator_params(self, F, params):
         # lib_api cannot tell the operator to add to a gradient, so a parameter whose
@@ -48,10 +80,13 @@ class _FusedCell:
     def forward(self, inputs, states):
         # A step outside autograd (a decoding loop) runs on the arrays' memory: an operator's
         # dispatch through MXNet costs ~100 us, more than the step itself at batch 1-16.
-        if isinstance(inputs, ndarray.NDArray) and not autograd.is_recording():
-            out = self._step_on_arrays(inputs, states)
-            if out is not None:
-                return out
+        # That step checks its arguments itself; these checks cost ~20 us a step.
+        if isinstance(inputs, ndarray.NDArray):
+            if not autograd.is_recording():
+                out = self._step_on_arrays(inputs, states)
+                if out is not None:
+                    return out
+            self._check_step(inputs, states)
         return super().forward(inputs, states)
 
     def _step_on_arrays(self, inputs, states):
@@ -103,11 +138,30 @@ class _FusedCell:
         if mode is None:
             return super().unroll(length, inputs, begin_state=begin_state, layout=layout,
                                   merge_outputs=merge_outputs, valid_length=valid_length)
+        if layout not in ("NTC", "TNC"):
+            raise ValueError(f"layout must be 'NTC' or 'TNC'; got {layout!r}")
+        if isinstance(inputs, ndarray.NDArray) and inputs.ndim != 3:
+            raise ValueError(f"inputs must have 3 dimensions ({layout}); got shape "
+                             f"{inputs.shape}")
         self.reset()
         x, axis, F, batch_size = _format_sequence(length, inputs, layout, True)
         if F is ndarray:
-            assert x.shape[axis] == length, \
-                "unroll(length={}) of inputs with {} steps".format(length, x.shape[axis])
+            if x.shape[axis] != length:
+                raise ValueError(f"length is {length!r} but inputs has {x.shape[axis]} steps")
+            if 0 in x.shape:
+                raise ValueError(f"inputs must not have a zero-size dimension; got shape "
+                                 f"{x.shape}")
+            _check_dtype(x.dtype)
+            if valid_length is not None:
+                if not isinstance(valid_length, ndarray.NDArray):
+                    raise TypeError(f"valid_length must be an NDArray, like inputs; got "
+                                    f"{type(valid_length).__name__}")
+                if valid_length.shape != (batch_size,):
+                    raise ValueError(f"valid_length must have shape ({batch_size},); got "
+                                     f"{valid_length.shape}")
+                _check_values("valid_length", valid_length, length)
+            if begin_state is not None:
+                self._check_states(begin_state, batch_size, x.dtype)
         states = list(_get_begin_state(self, F, begin_state, x, batch_size))
         if axis != 0:
             x = F.swapaxes(x, dim1=0, dim2=axis)

@@ -46,10 +46,14 @@ def _lengths(lengths, n):
     if arr.dtype.kind == "f":
         if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
             raise ValueError("lengths must be whole numbers; got non-integer values")
-    elif arr.dtype.kind not in "iub":
+    elif arr.dtype.kind not in "iu":
+        # (bools included: a boolean array here is more likely a mask given as lengths)
         raise TypeError(f"lengths must be integers; got dtype {arr.dtype}")
-    if arr.size and (arr.min() < 0 or arr.max() > np.iinfo(np.int32).max):
+    if arr.size and arr.min() < 0:
         raise ValueError(f"lengths must be >= 0; got {arr.min()}")
+    if arr.size and arr.max() > np.iinfo(np.int32).max:
+        # Larger than any T the kernels accept; the exact bound is checked against x there.
+        raise ValueError(f"lengths must be <= T; got {arr.max()}")
     return np.ascontiguousarray(arr, dtype=np.int32)
 
 
@@ -135,7 +139,14 @@ def reserve_size(mode, steps, batch, input_size, hidden_size, proj_size=0):
     """Elements (of the dtype) in the reserve buffer of a training forward of this size."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
-    return _C.reserve_size(mode, steps, batch, input_size, hidden_size, proj_size)
+    sizes = dict(steps=steps, batch=batch, input_size=input_size, hidden_size=hidden_size,
+                 proj_size=proj_size)
+    for name, value in sizes.items():
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+            raise TypeError(f"{name} must be an integer; got {value!r}")
+        if not -2 ** 63 <= value < 2 ** 63:
+            raise ValueError(f"sizes too large: {name} = {value}")
+    return _C.reserve_size(mode, *(int(v) for v in sizes.values()))
 
 
 def set_num_threads(n):

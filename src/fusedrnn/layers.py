@@ -42,7 +42,7 @@ def choose_unroll(mode, steps, batch, hidden_size, training):
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
     for name, value in (("steps", steps), ("batch", batch), ("hidden_size", hidden_size)):
-        if not isinstance(value, numbers.Integral) or value < 0:
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 0:
             raise ValueError(f"{name} must be a non-negative integer; got {value!r}")
     if training or batch != 1 or hidden_size < 256:
         return False
@@ -56,6 +56,10 @@ class _FusedLayer:
 
     def __init__(self, *args, unroll="auto", **kwargs):
         super().__init__(*args, **kwargs)
+        for name, value in (("hidden_size", self._hidden_size),
+                            ("num_layers", self._num_layers)):
+            if not _positive_int(value):
+                raise ValueError(f"{name} must be a positive integer; got {value!r}")
         if unroll not in (False, True, "auto"):
             raise ValueError(f"unroll must be False, True or 'auto'; got {unroll!r}")
         self._unroll = unroll
@@ -72,24 +76,41 @@ class _FusedLayer:
         # Outside autograd the operators store nothing for backward. A graph built from
         # Symbols may be trained later, so it always keeps what backward needs.
         steps, dtype, training = None, None, True
+        if not isinstance(inputs, (ndarray.NDArray, symbol.Symbol)):
+            raise TypeError(f"inputs must be an NDArray or a Symbol; got "
+                            f"{type(inputs).__name__}")
+        kind_of_input = type(inputs) if isinstance(inputs, ndarray.NDArray) else symbol.Symbol
+        for name, value in (("sequence_length", sequence_length), ("mask", mask)):
+            if value is not None and not isinstance(value, kind_of_input):
+                raise TypeError(f"{name} must be {kind_of_input.__name__}, like inputs; got "
+                                f"{type(value).__name__}")
         if isinstance(inputs, ndarray.NDArray):
             training = autograd.is_recording()
             if inputs.ndim != 3:
                 raise ValueError(f"inputs must have 3 dimensions ({self._layout}); got shape "
                                  f"{inputs.shape}")
+            if 0 in inputs.shape:
+                raise ValueError(f"inputs must not have a zero-size dimension; got shape "
+                                 f"{inputs.shape}")
             T = inputs.shape[self._layout.find("T")]
             N = inputs.shape[self._layout.find("N")]
             dtype = inputs.dtype
-            if kind == "lengths" and sequence_length.shape != (N,):
-                raise ValueError(f"sequence_length must have shape ({N},); got "
-                                 f"{sequence_length.shape}")
+            self._check_dtype(dtype)
+            if kind == "lengths":
+                if sequence_length.shape != (N,):
+                    raise ValueError(f"sequence_length must have shape ({N},); got "
+                                     f"{sequence_length.shape}")
+                _check_values("sequence_length", sequence_length, T)
             if kind == "mask":
                 want = (N, T) if self._layout == "NTC" else (T, N)
                 if mask.shape != want:
                     raise ValueError(f"mask must have shape {want} for layout {self._layout}; "
                                      f"got {mask.shape}")
+                _check_values("mask", mask, 1)
                 if np.dtype(mask.dtype) == np.bool_:
                     mask = mask.astype("uint8")  # MXNet 1.9 cannot pass bools to the operator
+            if states is not None:
+                self._check_states(states, N, dtype)
             unroll = self._unroll
             if unroll == "auto":
                 unroll = choose_unroll(self._mode, T, N, self._hidden_size,
@@ -116,6 +137,35 @@ class _FusedLayer:
             states = [states]
         extra = [] if kind is None else [sequence_length if kind == "lengths" else mask]
         return gluon.HybridBlock.__call__(self, inputs, states, *extra, **kwargs)
+
+    def _check_dtype(self, dtype):
+        if np.dtype(dtype) not in (np.float32, np.float64):
+            raise TypeError(f"inputs must be float32 or float64; got {np.dtype(dtype)}")
+        param = self.l0_i2h_weight.dtype
+        if np.dtype(param) != np.dtype(dtype):
+            raise TypeError(f"inputs has dtype {np.dtype(dtype)} but the layer's parameters "
+                            f"are {np.dtype(param)}: cast one of them (layer.cast)")
+
+    def _check_states(self, states, N, dtype):
+        if isinstance(states, ndarray.NDArray):
+            states = [states]
+        P = self._projection_size or self._hidden_size
+        shapes = [(self._num_layers * self._dir, N, P)]
+        if self._mode == "lstm":
+            shapes.append((self._num_layers * self._dir, N, self._hidden_size))
+        if not isinstance(states, (list, tuple)) or len(states) != len(shapes):
+            raise ValueError(f"states must be a list of {len(shapes)} NDArray(s) for mode "
+                             f"{self._mode!r} (see begin_state); got {type(states).__name__}"
+                             + (f" of {len(states)}" if isinstance(states, (list, tuple))
+                                else ""))
+        for i, (state, shape) in enumerate(zip(states, shapes)):
+            if not isinstance(state, ndarray.NDArray):
+                raise TypeError(f"states[{i}] must be an NDArray; got {type(state).__name__}")
+            if state.shape != shape:
+                raise ValueError(f"states[{i}] must have shape {shape}; got {state.shape}")
+            if state.dtype != dtype:
+                raise TypeError(f"states[{i}] has dtype {np.dtype(state.dtype)}; expected "
+                                f"{np.dtype(dtype)} (the dtype of inputs)")
 
     def _forward_kernel(self, F, inputs, states, valid, **kwargs):
         kind, steps, dtype, training = self._call
@@ -180,6 +230,26 @@ class _FusedLayer:
         if self._mode == "lstm":
             new_states.append(F.stack(*cys, axis=0))
         return x, new_states
+
+
+def _positive_int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
+
+
+def _check_values(name, array, upper):
+    """Refuses an NDArray of lengths (upper = T) or a mask (upper = 1) whose values are not
+    whole numbers in [0, upper], before the operator would, and under the user's name for it
+    (the per-step path turns lengths into comparisons, which would never fail)."""
+    is_mask = name == "mask"
+    allowed = ("int32", "int64", "uint8", "int8", "float32", "float64") + \
+        (("bool",) if is_mask else ())
+    if np.dtype(array.dtype).name not in allowed:
+        raise TypeError(f"{name} must be {', '.join(allowed)}; got {np.dtype(array.dtype)}")
+    values = array.asnumpy().astype(np.float64)
+    bad = ~((values >= 0) & (values <= upper) & (values == np.floor(values)))
+    if bad.any():
+        what = "only 0 and 1" if is_mask else f"whole numbers in [0, {upper}] (T)"
+        raise ValueError(f"{name} must hold {what}; got {values[bad].flat[0]!r}")
 
 
 def _unrolled(F, x, weights, init, tail, kind, valid, steps, dtype, reverse, attrs):

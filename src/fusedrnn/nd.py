@@ -10,6 +10,8 @@ cuts that layer's weights out of the flat vector; directions of a bidirectional 
 over every sample's valid prefix, and their outputs are concatenated on the feature axis.
 `fusedrnn.sym.RNN` is the same on symbols.
 """
+import numbers
+
 import mxnet as mx
 
 from ._results import GATES
@@ -53,10 +55,22 @@ def RNN(data=None, parameters=None, state=None, state_cell=None, sequence_length
     """Drop-in for `mx.nd.RNN` (data in TNC layout); see the module docstring. `name` is
     accepted for compatibility and unused."""
     _check_arguments(mx.nd.NDArray, kwargs, data, parameters, state, state_cell,
-                     sequence_length, state_size, num_layers, mode, use_sequence_length)
+                     sequence_length, state_size, num_layers, mode, use_sequence_length,
+                     projection_size, p)
     if data.ndim != 3:
         raise ValueError(f"data must be [T, N, C]; got shape {data.shape}")
+    if 0 in data.shape:
+        raise ValueError(f"data must not have a zero-size dimension; got shape {data.shape}")
     dirs = 2 if bidirectional else 1
+    N, P = data.shape[1], projection_size or state_size
+    expect = [("state", state, (num_layers * dirs, N, P))]
+    if mode == "lstm":
+        expect.append(("state_cell", state_cell, (num_layers * dirs, N, state_size)))
+    if use_sequence_length:
+        expect.append(("sequence_length", sequence_length, (N,)))
+    for arg, value, shape in expect:
+        if value.shape != shape:
+            raise ValueError(f"{arg} must have shape {shape}; got {value.shape}")
     size = _flat_layout(mode, num_layers, dirs, data.shape[2], state_size, projection_size)[2]
     if parameters.shape != (size,):
         raise ValueError(f"parameters has shape {parameters.shape}; expected ({size},) for "
@@ -68,18 +82,28 @@ def RNN(data=None, parameters=None, state=None, state_cell=None, sequence_length
     return outs if state_outputs else outs[0]
 
 
+def _is_int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def _check_arguments(kind, kwargs, data, parameters, state, state_cell, sequence_length,
-                     state_size, num_layers, mode, use_sequence_length):
+                     state_size, num_layers, mode, use_sequence_length, projection_size, p):
     """The checks nd.RNN and sym.RNN share; kind is NDArray or Symbol."""
     what = "an NDArray" if kind is mx.nd.NDArray else "a Symbol"
     if kwargs:
         raise TypeError(f"RNN() got unexpected arguments {sorted(kwargs)}")
     if mode not in GATES:
         raise ValueError(f"mode must be one of {tuple(GATES)}; got {mode!r}")
-    if state_size is None or int(state_size) < 1:
-        raise ValueError(f"state_size must be a positive integer; got {state_size!r}")
-    if int(num_layers) < 1:
-        raise ValueError(f"num_layers must be a positive integer; got {num_layers!r}")
+    for name, value in (("state_size", state_size), ("num_layers", num_layers)):
+        if not _is_int(value) or value < 1:
+            raise ValueError(f"{name} must be a positive integer; got {value!r}")
+    if projection_size is not None and (not _is_int(projection_size) or projection_size < 0):
+        raise ValueError(f"projection_size must be None or a positive integer; got "
+                         f"{projection_size!r}")
+    if projection_size and mode != "lstm":
+        raise ValueError(f"projection_size is only for mode 'lstm'; got mode {mode!r}")
+    if not isinstance(p, numbers.Real) or not 0 <= p <= 1:
+        raise ValueError(f"p (dropout) must be a number in [0, 1]; got {p!r}")
     for name, value in (("data", data), ("parameters", parameters), ("state", state)):
         if not isinstance(value, kind):
             raise TypeError(f"{name} must be {what}")

@@ -7,6 +7,7 @@ keras-preprocessing 1.1): sequences of scalars or of equal-shaped vectors, empty
 errors. `pad_sequences(..., return_lengths=True)` also returns each row's valid length and
 which side holds the data.
 """
+import numbers
 from collections import namedtuple
 
 import numpy as np
@@ -24,8 +25,14 @@ class Padded(namedtuple("Padded", ["array", "lengths", "padding"])):
     def mask(self):
         """[num_samples, maxlen] bools, True where a row holds data: a layer's `mask` for
         layout 'NTC' (transpose it for 'TNC')."""
+        if self.padding not in ("pre", "post"):
+            raise ValueError(f"padding must be 'pre' or 'post'; got {self.padding!r}")
         maxlen = self.array.shape[1] if self.array.ndim > 1 else 0
-        steps, lengths = np.arange(maxlen), np.asarray(self.lengths)[:, None]
+        lengths = np.asarray(self.lengths)
+        if lengths.shape != self.array.shape[:1] or (lengths.size and not (
+                lengths.min() >= 0 and lengths.max() <= maxlen)):
+            raise ValueError(f"lengths must hold one length in [0, {maxlen}] per row of array")
+        steps, lengths = np.arange(maxlen), lengths[:, None]
         return steps >= maxlen - lengths if self.padding == "pre" else steps < lengths
 
 
@@ -39,6 +46,12 @@ def pad_sequences(sequences, maxlen=None, dtype="int32", padding="pre", truncati
     """
     if not hasattr(sequences, "__len__"):
         raise ValueError("`sequences` must be iterable.")
+    # (Keras fails later on these, with NumPy's messages and the same exception types.)
+    if maxlen is not None:
+        if not isinstance(maxlen, numbers.Integral):
+            raise TypeError(f"maxlen must be None or a non-negative integer; got {maxlen!r}")
+        if maxlen < 0:
+            raise ValueError(f"maxlen must be None or a non-negative integer; got {maxlen!r}")
     lengths, sample_shape, found = [], (), False
     for seq in sequences:
         try:

@@ -14,7 +14,8 @@ def RNN(data=None, parameters=None, state=None, state_cell=None, sequence_length
     """Drop-in for `mx.sym.RNN` (data in TNC layout); shapes are checked at bind time. `name`
     is accepted for compatibility and unused."""
     _check_arguments(mx.sym.Symbol, kwargs, data, parameters, state, state_cell,
-                     sequence_length, state_size, num_layers, mode, use_sequence_length)
+                     sequence_length, state_size, num_layers, mode, use_sequence_length,
+                     projection_size, p)
     outs = _rnn(mx.sym, data, parameters, state, state_cell, sequence_length, state_size,
                 num_layers, bidirectional, mode, p, projection_size, lstm_state_clip_min,
                 lstm_state_clip_max, lstm_state_clip_nan, use_sequence_length, reset_after)
