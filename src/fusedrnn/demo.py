@@ -34,7 +34,8 @@ from tqdm import tqdm
 
 import fusedrnn
 
-__all__ = ["VOCAB", "gather_corpus", "build_model", "train", "sample", "run", "main"]
+__all__ = ["VOCAB", "gather_corpus", "encode", "build_model", "evaluate", "train", "sample", "run",
+           "main"]
 
 # A fixed alphabet (newline + printable ASCII), so parameter files do not depend on the
 # corpus. A sequence is "\n" + line + "\n": the model learns to start and to end a line.
@@ -90,7 +91,9 @@ def gather_corpus(max_chars, seed, max_len=160):
                                      ast.AsyncFunctionDef)):
                 continue
             for line in _docstring_lines(ast.get_docstring(node) or ""):
-                line = line.expandtabs(4)
+                # Runs of spaces (indentation, aligned tables) made low-temperature samples
+                # repeat spaces forever; single spaces keep the text.
+                line = " ".join(line.split())
                 if (2 <= len(line) <= max_len and line not in seen
                         and all(c in _INDEX and c != "\n" for c in line)):
                     seen.add(line)
