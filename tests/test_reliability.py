@@ -139,8 +139,24 @@ def test_kernels_memory_flat_over_10000_training_calls(valid):
     assert grown < RSS_BOUND, f"RSS grew by {grown / 2**20:.1f} MiB over 10,000 calls"
 
 
-def test_mxnet_op_memory_flat_over_10000_training_calls():
-    """The MXNet operator under autograd (forward, backward, reserve kept between them)."""
+MXNET_MEMORY_SCRIPT = """
+    import json
+    import mxnet as mx
+    import numpy as np
+    import fusedrnn
+    from test_reliability import rss_bytes
+
+    def growth(step, warmup, calls):
+        for _ in range(warmup):
+            step()
+        mx.nd.waitall()
+        before = rss_bytes()
+        for _ in range(calls):
+            step()
+        mx.nd.waitall()
+        return rss_bytes() - before
+
+    # The operator under autograd: forward, backward, the reserve kept between them.
     T, N, C, H = 4, 8, 16, 32
     rng = np.random.default_rng(0)
     arrays = {"x": (T, N, C), "w_ih": (4 * H, C), "w_hh": (4 * H, H), "b_ih": (4 * H,),
@@ -151,50 +167,42 @@ def test_mxnet_op_memory_flat_over_10000_training_calls():
         a.attach_grad()
     head = mx.nd.array(rng.standard_normal((T, N, H)))
 
-    def step():
+    def op_step():
         with mx.autograd.record():
             out = mx.nd._internal._fusedrnn_layer(*inputs.values(), lengths, mode="lstm",
                                                   use_lengths=True)
         out[0].backward(head)
         inputs["x"].grad.wait_to_read()
 
-    for _ in range(500):
-        step()
-    mx.nd.waitall()
-    before = rss_bytes()
-    for _ in range(10_000):
-        step()
-    mx.nd.waitall()
-    grown = rss_bytes() - before
-    assert grown < RSS_BOUND, f"RSS grew by {grown / 2**20:.1f} MiB over 10,000 calls"
-
-
-def test_gluon_layer_memory_flat_over_training_calls():
-    """A hybridized bidirectional Gluon layer with sequence lengths: 2,000 training steps
-    (each is two fused operators forward and backward, plus MXNet's own work)."""
+    # A hybridized bidirectional Gluon layer with sequence lengths (two fused operators
+    # forward and backward a step, plus MXNet's own work).
     layer = fusedrnn.GRU(16, bidirectional=True, layout="NTC")
     layer.initialize()
     layer.hybridize()
-    rng = np.random.default_rng(0)
     x = mx.nd.array(rng.standard_normal((6, 5, 8)))
-    lengths = mx.nd.array([5, 0, 1, 3, 2, 4])
+    seq = mx.nd.array([5, 0, 1, 3, 2, 4])
     x.attach_grad()
 
-    def step():
+    def layer_step():
         with mx.autograd.record():
-            out, _ = layer(x, layer.begin_state(6), sequence_length=lengths)
+            out, _ = layer(x, layer.begin_state(6), sequence_length=seq)
         out.backward()
         x.grad.wait_to_read()
 
-    for _ in range(300):
-        step()
-    mx.nd.waitall()
-    before = rss_bytes()
-    for _ in range(2_000):
-        step()
-    mx.nd.waitall()
-    grown = rss_bytes() - before
-    assert grown < RSS_BOUND, f"RSS grew by {grown / 2**20:.1f} MiB over 2,000 steps"
+    print(json.dumps({"op": growth(op_step, 500, 10_000),
+                      "layer": growth(layer_step, 300, 2_000)}))
+"""
+
+
+def test_mxnet_op_and_gluon_layer_memory_flat():
+    """10,000 training calls of the MXNet operator under autograd and 2,000 training steps of
+    a hybridized Gluon layer, in a fresh process: after an operator has once failed (the
+    bad-argument tests), MXNet 1.9.1 leaks on every later call into the library (see
+    README, Testing), which is not what this measures."""
+    out = run_script(MXNET_MEMORY_SCRIPT, timeout=300)
+    grown = json.loads(out.strip().splitlines()[-1])
+    assert grown["op"] < RSS_BOUND, f"operator: RSS grew by {grown['op'] / 2**20:.1f} MiB"
+    assert grown["layer"] < RSS_BOUND, f"layer: RSS grew by {grown['layer'] / 2**20:.1f} MiB"
 
 
 # ---------------------------------------------------------------------------------------------
