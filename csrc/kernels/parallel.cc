@@ -29,13 +29,16 @@ inline void cpu_relax() {
 #endif
 }
 
+// Set on a thread while it runs a parallel body: a nested parallel_run there runs alone
+// (waiting for the pool it is part of would never end).
+thread_local bool t_in_body = false;
+
 // fusedrnn's own threads, for forked children (see forked()). Worker threads sleep on a
 // condition variable between calls.
 class Pool {
  public:
-  bool try_run(int n, const ParallelBody& body) {
-    std::unique_lock<std::mutex> busy(busy_, std::try_to_lock);
-    if (!busy.owns_lock()) return false;
+  void run(int n, const ParallelBody& body) {
+    std::lock_guard<std::mutex> busy(busy_);
     grow(n - 1);
     Barrier barrier(n);
     {
@@ -47,11 +50,12 @@ class Pool {
       ++generation_;
     }
     wake_.notify_all();
+    t_in_body = true;
     body(0, n, barrier);
+    t_in_body = false;
     std::unique_lock<std::mutex> lock(mutex_);
     done_.wait(lock, [this] { return remaining_ == 0; });
     body_ = nullptr;
-    return true;
   }
 
  private:
@@ -64,6 +68,7 @@ class Pool {
   }
 
   void work(int tid) {
+    t_in_body = true;
     _mm_setcsr(_mm_getcsr() | FlushDenormals::kFlushBits);
     int64_t seen = 0;
     for (;;) {
@@ -136,20 +141,21 @@ Pool& pool() {
 // libgomp): after each of MXNet's operators its threads spin for a while, and a second pool
 // next to them would fight them for the cores (measured: an LSTM layer, 50 steps, batch 64,
 // H = 128, trained 1.6x slower on 2 threads than on a pool without them).
-bool run_on_team(int n, const ParallelBody& body) {
-  static std::mutex busy;  // one call at a time gets the team; others run alone
-  std::unique_lock<std::mutex> lock(busy, std::try_to_lock);
-  if (!lock.owns_lock() || omp_in_parallel()) return false;
+void run_on_team(int n, const ParallelBody& body) {
+  static std::mutex busy;  // one call at a time gets the team
+  std::lock_guard<std::mutex> lock(busy);
   std::optional<Barrier> barrier;
 #pragma omp parallel num_threads(n)
   {
     // The team's threads also run MXNet's operators: flush denormals only for this body.
     const FlushDenormals flush;
+    const bool outer = t_in_body;
+    t_in_body = true;
 #pragma omp single
     barrier.emplace(omp_get_num_threads());
     body(omp_get_thread_num(), omp_get_num_threads(), *barrier);
+    t_in_body = outer;
   }
-  return true;
 }
 
 }  // namespace
@@ -173,7 +179,17 @@ void Barrier::wait() {
 }
 
 void parallel_run(int n, const ParallelBody& body) {
-  if (n > 1 && (forked() ? pool().try_run(n, body) : run_on_team(n, body))) return;
+  // Calls from several threads at once (Python threads, MXNet's engine) wait for the pool
+  // rather than run alone: the way a call splits its work changes the order of its sums, so
+  // running on fewer threads than asked would make results depend on timing.
+  if (n > 1 && !t_in_body && !omp_in_parallel()) {
+    if (forked()) {
+      pool().run(n, body);
+    } else {
+      run_on_team(n, body);
+    }
+    return;
+  }
   Barrier alone(1);
   body(0, 1, alone);
 }

@@ -26,7 +26,8 @@ class Barrier {
 
 // Runs body(tid, n, barrier) on n threads (the caller is tid 0) and returns when all are
 // done; barrier is shared by exactly those n. While another call holds the pool (calls from
-// several Python or engine threads at once), this one runs on the caller alone (n = 1).
+// several Python or engine threads at once), this one waits for it, so a call's results
+// depend only on n. Inside a parallel body (or an OpenMP region) the body runs alone (n = 1).
 using ParallelBody = std::function<void(int tid, int n, Barrier& barrier)>;
 void parallel_run(int n, const ParallelBody& body);
 
