@@ -94,8 +94,9 @@ class _FusedCell:
         if mode is None or not isinstance(states, (list, tuple)) or \
                 not all(isinstance(s, ndarray.NDArray) for s in states):
             return None
+        ctx = inputs.context
         try:
-            weights = [getattr(self, name).data(inputs.context) for name in _PARAMS]
+            weights = [getattr(self, name).data(ctx) for name in _PARAMS]
         except DeferredInitializationError:
             return None  # the operator path finishes the initialisation
         handles = _C._nd_cell_step(mode, self._reset_after, inputs.handle.value,
