@@ -453,6 +453,29 @@ def test_inference_steps_run_on_the_arrays(kind, batch, dtype, hybridize, monkey
     assert cell._counter == 7  # gluon's count after reset() and 8 steps
 
 
+def test_hybridized_cell_exports_after_inference_steps(tmp_path, monkeypatch):
+    # The first call of a hybridized cell builds its graph (export needs it); the steps after
+    # it run on the arrays. The exported graph computes the same step.
+    cell = fusedrnn.GRUCell(6, input_size=4)
+    cell.initialize(mx.init.Uniform(0.3))
+    cell.hybridize()
+    calls = counting_array_steps(monkeypatch)
+    x, h = random((3, 4), 40), random((3, 6), 41)
+    first, _ = cell(x, [h])
+    second, _ = cell(x, [h])
+    assert calls == [True]
+    np.testing.assert_allclose(second.asnumpy(), first.asnumpy(), rtol=1e-6, atol=1e-7)
+    cell.export(str(tmp_path / "cell"))
+    names = [v for v in json.loads(open(tmp_path / "cell-symbol.json").read())["nodes"]
+             if v["op"] == "null" and "weight" not in v["name"] and "bias" not in v["name"]]
+    block = mx.gluon.SymbolBlock.imports(str(tmp_path / "cell-symbol.json"),
+                                         [n["name"] for n in names],
+                                         str(tmp_path / "cell-0000.params"))
+    out = block(x, h)
+    out = out[0] if isinstance(out, (list, tuple)) else out
+    np.testing.assert_allclose(out.asnumpy(), first.asnumpy(), rtol=1e-6, atol=1e-7)
+
+
 def test_inference_step_checks_arguments_by_name():
     cell = fusedrnn.LSTMCell(5, input_size=4)
     cell.initialize()

@@ -80,9 +80,10 @@ class _FusedCell:
     def forward(self, inputs, states):
         # A step outside autograd (a decoding loop) runs on the arrays' memory: an operator's
         # dispatch through MXNet costs ~100 us, more than the step itself at batch 1-16.
-        # That step checks its arguments itself; these checks cost ~20 us a step.
+        # That step checks its arguments itself; these checks cost ~20 us a step. A hybridized
+        # cell's first call still builds its graph, which export and summary need.
         if isinstance(inputs, ndarray.NDArray):
-            if not autograd.is_recording():
+            if not autograd.is_recording() and not (self._active and not self._cached_graph):
                 out = self._step_on_arrays(inputs, states)
                 if out is not None:
                     return out
