@@ -437,17 +437,27 @@ def test_layer_operator_refuses_huge_shapes_at_inference():
                         b_hh=(1,), h0=(2 ** 16, 1))
 
 
-def test_layer_operator_backward_of_an_inference_graph():
+@pytest.mark.parametrize("use_lengths", [False, True])
+def test_layer_operator_backward_of_an_inference_graph(use_lengths):
+    """A forward with training=False stores nothing for backward (e.g. a graph cached for
+    inference, then exported and trained): backward runs the forward again first and gives
+    the gradients of a training forward."""
     problem = problem32()
-    arrays = [mx.nd.array(problem[n]) for n in ("x", "w_ih", "w_hh", "b_ih", "b_hh", "h0", "c0")]
-    for a in arrays:
-        a.attach_grad()
-    with mx.autograd.record():
-        out = layer_op(*arrays, mode="lstm", training=False)
-    out[0].backward()
-    with pytest.raises(mx.base.MXNetError, match="backward of an operator built with "
-                                                 "training=False"):
-        arrays[0].grad.asnumpy()
+    names = ("x", "w_ih", "w_hh", "b_ih", "b_hh", "h0", "c0")
+    extra = [_nd([4, 1, 0], "int32")] if use_lengths else []
+    head = mx.nd.array(np.random.RandomState(3).randn(4, 3, 6))
+    grads = {}
+    for training in (True, False):
+        arrays = [mx.nd.array(problem[n]) for n in names]
+        for a in arrays:
+            a.attach_grad()
+        with mx.autograd.record():
+            out = layer_op(*arrays, *extra, mode="lstm", training=training,
+                           use_lengths=use_lengths)
+        out[0].backward(head)
+        grads[training] = [a.grad.asnumpy() for a in arrays]
+    for got, want in zip(grads[False], grads[True]):
+        np.testing.assert_array_equal(got, want)
 
 
 @pytest.mark.parametrize("T,N,C", [(0, 3, 5), (4, 0, 5), (4, 3, 0)])
@@ -478,18 +488,20 @@ def test_layer_operator_zero_sizes_with_numpy_shapes(T, N, C):
 PARAMS_CASES = {
     "size": (dict(mode="lstm", state_size=6), 7, "parameters has 7 elements; the RNN needs 312"),
     "mode": (dict(mode="x", state_size=6), 7, "mode must be one of"),
-    "layer": (dict(mode="lstm", state_size=6, layer=3), 7, "out of range"),
-    "direction": (dict(mode="lstm", state_size=6, direction=1), 7, "out of range"),
+    "num_layers_4097": (dict(mode="lstm", state_size=6, num_layers=4097), 7,
+                        "num_layers must be at most 4096"),
+    "projection_gru": (dict(mode="gru", state_size=6, projection_size=2), 7,
+                       "projection_size is only for mode lstm"),
     "projection_negative": (dict(mode="lstm", state_size=6, projection_size=-2), 7,
                             "out of range"),
     "state_size_word": (dict(mode="lstm", state_size="a"), 7, "state_size must be an integer"),
     "state_size_2^33": (dict(mode="lstm", state_size=2 ** 33), 7, "limit of 2\\^31 - 1"),
     "state_size_2^29": (dict(mode="lstm", state_size=2 ** 29), 7, "limit of 2\\^31 - 1"),
-    # A loop over the layers used to hang here.
+    # One output per piece: a huge num_layers is refused before MXNet sizes the outputs.
     "num_layers_2^40": (dict(mode="lstm", state_size=6, num_layers=2 ** 40), 7,
-                        "limit of 2\\^31 - 1"),
-    "num_layers_2^28": (dict(mode="rnn_tanh", state_size=1, num_layers=2 ** 28), 7,
-                        "limit of 2\\^31 - 1"),
+                        "num_layers must be at most 4096"),
+    "num_layers_4096_huge": (dict(mode="lstm", state_size=2 ** 14, num_layers=4096), 7,
+                             "limit of 2\\^31 - 1"),
 }
 
 
@@ -514,18 +526,15 @@ def test_params_operator_cuts_what_the_python_layout_says(layers, dirs, proj):
     C, H = 5, 4
     weights, biases, total = fusedrnn.nd._flat_layout("lstm", layers, dirs, C, H, proj)
     flat = np.arange(total, dtype=np.float64)
-    for layer in range(layers):
-        for d in range(dirs):
-            k = layer * dirs + d
-            pieces = params_op(mx.nd.zeros((2, 1, C), dtype="float64"), mx.nd.array(flat,
-                               dtype="float64"), mode="lstm", state_size=H, num_layers=layers,
-                               bidirectional=dirs == 2, projection_size=proj or 0, layer=layer,
-                               direction=d)
-            want = weights[k][:2] + biases[k] + weights[k][2:]
-            for got, (offset, shape) in zip(pieces, want):
-                n = int(np.prod(shape))
-                np.testing.assert_array_equal(got.asnumpy(),
-                                              flat[offset:offset + n].reshape(shape))
+    pieces = params_op(mx.nd.zeros((2, 1, C), dtype="float64"), mx.nd.array(flat,
+                       dtype="float64"), mode="lstm", state_size=H, num_layers=layers,
+                       bidirectional=dirs == 2, projection_size=proj or 0)
+    want = [piece for k in range(layers * dirs)
+            for piece in weights[k][:2] + biases[k] + weights[k][2:]]
+    assert len(pieces) == len(want)
+    for got, (offset, shape) in zip(pieces, want):
+        n = int(np.prod(shape))
+        np.testing.assert_array_equal(got.asnumpy(), flat[offset:offset + n].reshape(shape))
 
 
 # ------------------------------------------------------------------------------------------

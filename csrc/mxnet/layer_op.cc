@@ -8,7 +8,8 @@
 // outputs: y [T, N, P], hy [N, P], cy [N, H] (lstm)
 // attributes: mode, reverse, reset_after, clip_min, clip_max, clip_nan, projection,
 //             use_lengths, use_mask, training (default true: keep what backward needs;
-//             false: an inference-only graph, whose forward stores nothing)
+//             false: forward stores nothing, and a backward, should one come, runs the
+//             forward again first)
 //
 // Every error goes back to MXNet as MX_FAIL with a message naming the argument; no C++
 // exception crosses the C boundary. lib_api does not say whether gradients are written or
@@ -191,9 +192,9 @@ fusedrnn::RnnDesc describe(const LayerAttrs& a, const std::vector<std::vector<un
   return d;
 }
 
-std::vector<std::vector<unsigned>> shapes_of(const std::vector<MXTensor>& tensors) {
+std::vector<std::vector<unsigned>> shapes_of(const MXTensor* tensors, int count) {
   std::vector<std::vector<unsigned>> out;
-  for (const MXTensor& t : tensors) out.emplace_back(t.shape.begin(), t.shape.end());
+  for (int i = 0; i < count; ++i) out.emplace_back(tensors[i].shape.begin(), tensors[i].shape.end());
   return out;
 }
 
@@ -269,23 +270,28 @@ class LayerOp : public CustomStatefulOp {
  private:
   template <typename T>
   void run_forward(std::vector<MXTensor>& in, std::vector<MXTensor>& out) {
+    // An inference forward skips the gates and states a training one stores (at 50 steps,
+    // batch 64, H = 512 an LSTM's reserve is 39 MB, written on every call).
+    forward_into<T>(in.data(), out[0].data<T>(), out[1].data<T>(),
+                    out.size() > 2 ? out[2].data<T>() : nullptr, attrs_.training);
+  }
+
+  template <typename T>
+  void forward_into(MXTensor* in, T* y, T* hy, T* cy, bool keep_reserve) {
     const Slots s(attrs_);
-    desc_ = describe(attrs_, shapes_of(in));
+    desc_ = describe(attrs_, shapes_of(in, attrs_.num_inputs()));
     lengths_.clear();
     positions_.clear();
     if (attrs_.use_lengths) lengths_ = read_lengths(in[s.lengths], desc_.steps);
     if (attrs_.use_mask) read_mask(in[s.mask], desc_.steps, desc_.batch, &lengths_, &positions_);
-    // An inference forward skips the gates and states a training one stores (at 50 steps,
-    // batch 64, H = 512 an LSTM's reserve is 39 MB, written on every call).
     reserve_.reset();
-    if (attrs_.training)
+    if (keep_reserve)
       reserve_.reset(fusedrnn::BlockCache::instance().take(
           std::max<size_t>(fusedrnn::reserve_size(desc_), 1) * sizeof(T)));
     fusedrnn::Weights<T> w{in[s.w_ih].data<T>(), in[s.w_hh].data<T>(), in[s.b_ih].data<T>(),
                            in[s.b_hh].data<T>(), attrs_.projection ? in[s.w_hr].data<T>() : nullptr};
     fusedrnn::forward<T>(desc_, valid(), in[s.x].data<T>(), w, in[s.h0].data<T>(),
-                         s.c0 >= 0 ? in[s.c0].data<T>() : nullptr, out[0].data<T>(),
-                         out[1].data<T>(), out.size() > 2 ? out[2].data<T>() : nullptr,
+                         s.c0 >= 0 ? in[s.c0].data<T>() : nullptr, y, hy, cy,
                          static_cast<T*>(reserve_.get()));
   }
 
@@ -295,10 +301,15 @@ class LayerOp : public CustomStatefulOp {
     const Slots s(attrs_);
     const int n_out = attrs_.num_outputs();
     MXTensor* fwd_in = in.data() + n_out;
-    if (!attrs_.training)
-      throw fusedrnn::InvalidArgument(
-          "backward of an operator built with training=False (an inference-only graph)");
-    if (!reserve_) throw fusedrnn::InvalidArgument("backward before forward");
+    if (!reserve_) {
+      // The forward ran as inference (training=false, e.g. a graph cached outside autograd
+      // and then exported): run it again, keeping what backward needs. Its outputs are
+      // the ones MXNet already holds, so they go to scratch.
+      const MXTensor* fwd_out = fwd_in + attrs_.num_inputs();
+      std::vector<T> y(fwd_out[0].size()), hy(fwd_out[1].size()),
+          cy(n_out > 2 ? fwd_out[2].size() : 0);
+      forward_into<T>(fwd_in, y.data(), hy.data(), n_out > 2 ? cy.data() : nullptr, true);
+    }
     fusedrnn::Weights<T> w{fwd_in[s.w_ih].data<T>(), fwd_in[s.w_hh].data<T>(),
                            fwd_in[s.b_ih].data<T>(), fwd_in[s.b_hh].data<T>(),
                            attrs_.projection ? fwd_in[s.w_hr].data<T>() : nullptr};
@@ -411,11 +422,18 @@ void complete_inputs(const LayerAttrs& a, std::vector<std::vector<unsigned>>* in
   }
 }
 
+bool rank_unknown(const std::vector<std::vector<unsigned>>& shapes) {
+  return std::any_of(shapes.begin(), shapes.end(), [](const auto& s) { return s.empty(); });
+}
+
 MXReturnValue infer_shape(const Attrs& attrs, std::vector<std::vector<unsigned>>* in,
                           std::vector<std::vector<unsigned>>* out) {
   return guarded([&] {
     const LayerAttrs a = parse(attrs);
     complete_inputs(a, in);
+    // Partial inference (infer_shape_partial, or a pass of MXNet's before the other shapes
+    // are known) leaves the outputs open; MXNet itself names an input that stays unknown.
+    if (rank_unknown(*in)) return;
     const fusedrnn::RnnDesc d = describe(a, *in);
     const unsigned T = d.steps, N = d.batch, P = d.out_size(), H = d.hidden_size;
     (*out)[0] = {T, N, P};

@@ -1,15 +1,15 @@
-// MXNet operator `_fusedrnn_params`: the weights and biases of one layer and direction, cut
-// out of MXNet's flat RNN parameter vector. The flat layout (all weights per layer, direction:
-// i2h, h2h, h2r; then all biases per layer, direction: i2h, h2h) depends on the input size,
-// which a symbolic graph only knows at shape inference, so the cutting is an operator that
-// sees `data` too. Backward scatters the pieces' gradients into a zero gradient of the flat
-// vector (MXNet sums the contributions of the layers); `data` gets a zero gradient.
+// MXNet operator `_fusedrnn_params`: the weights and biases of every layer and direction,
+// cut out of MXNet's flat RNN parameter vector. The flat layout (all weights per layer,
+// direction: i2h, h2h, h2r; then all biases per layer, direction: i2h, h2h) depends on the
+// input size, which a symbolic graph only knows at shape inference, so the cutting is an
+// operator that sees `data` too. One operator for all layers, so that `parameters` has one
+// consumer and its gradient is scattered once; `data` gets a zero gradient.
 //
-// inputs: data [T, N, C], parameters [S]; outputs: w_ih, w_hh, b_ih, b_hh, (w_hr)
-// attributes: mode, state_size, num_layers, bidirectional, projection_size, layer, direction
+// inputs: data [T, N, C], parameters [S]
+// outputs: per layer, per direction: w_ih, w_hh, b_ih, b_hh, (w_hr)
+// attributes: mode, state_size, num_layers, bidirectional, projection_size
 #include <mxnet/lib_api.h>
 
-#include <algorithm>
 #include <cstring>
 #include <exception>
 #include <string>
@@ -51,20 +51,38 @@ int64_t int_attr(const Attrs& attrs, const char* key, int64_t fallback) {
   }
 }
 
-// The pieces of (layer, direction) and the total size, for input size C. Closed form: a
-// loop over the layers would let a huge num_layers hang shape inference.
-std::vector<Piece> layout(const Attrs& attrs, int64_t C, int64_t* total) {
+struct Sizes {
+  int64_t G, H, L, D, Pr, P;
+  int64_t pieces_per_layer() const { return Pr > 0 ? 5 : 4; }
+};
+
+Sizes sizes(const Attrs& attrs) {
   auto m = attrs.find("mode");
   const std::string mode = m == attrs.end() ? "" : m->second;
-  const int64_t G = mode == "lstm" ? 4 : mode == "gru" ? 3 : mode.rfind("rnn_", 0) == 0 ? 1 : 0;
-  if (G == 0) throw fusedrnn::InvalidArgument("mode must be one of lstm, gru, rnn_tanh, rnn_relu");
-  const int64_t H = int_attr(attrs, "state_size", 0), L = int_attr(attrs, "num_layers", 1);
-  const int64_t D = int_attr(attrs, "bidirectional", 0) ? 2 : 1;
-  const int64_t Pr = int_attr(attrs, "projection_size", 0), P = Pr > 0 ? Pr : H;
-  const int64_t layer = int_attr(attrs, "layer", 0), dir = int_attr(attrs, "direction", 0);
-  if (H < 1 || L < 1 || Pr < 0 || layer < 0 || layer >= L || dir < 0 || dir >= D)
-    throw fusedrnn::InvalidArgument("state_size, num_layers, projection_size, layer or "
-                                    "direction out of range");
+  Sizes z;
+  z.G = mode == "lstm" ? 4 : mode == "gru" ? 3 : mode.rfind("rnn_", 0) == 0 ? 1 : 0;
+  if (z.G == 0) throw fusedrnn::InvalidArgument("mode must be one of lstm, gru, rnn_tanh, rnn_relu");
+  z.H = int_attr(attrs, "state_size", 0);
+  z.L = int_attr(attrs, "num_layers", 1);
+  z.D = int_attr(attrs, "bidirectional", 0) ? 2 : 1;
+  z.Pr = int_attr(attrs, "projection_size", 0);
+  z.P = z.Pr > 0 ? z.Pr : z.H;
+  if (z.H < 1 || z.L < 1 || z.Pr < 0)
+    throw fusedrnn::InvalidArgument("state_size, num_layers or projection_size out of range");
+  if (z.Pr > 0 && z.G != 4)
+    throw fusedrnn::InvalidArgument("projection_size is only for mode lstm");
+  // One output per piece: an RNN of more layers than this is no use and would make MXNet
+  // allocate millions of outputs.
+  if (z.L > 4096)
+    throw fusedrnn::InvalidArgument("num_layers must be at most 4096; got " +
+                                    std::to_string(z.L));
+  return z;
+}
+
+// Every piece, in output order, and the total size, for input size C.
+std::vector<Piece> layout(const Attrs& attrs, int64_t C, int64_t* total) {
+  const Sizes z = sizes(attrs);
+  const int64_t G = z.G, H = z.H, L = z.L, D = z.D, Pr = z.Pr, P = z.P;
   // MXNet 1.9 (without large-tensor support) holds at most 2^31 - 1 elements in an array.
   const int64_t limit = (int64_t{1} << 31) - 1;
   const auto too_large = [] {
@@ -72,32 +90,30 @@ std::vector<Piece> layout(const Attrs& attrs, int64_t C, int64_t* total) {
                                      "of 2^31 - 1 elements (state_size, num_layers, "
                                      "projection_size or the input size too large)");
   };
-  if (H > limit / G || P > limit || C > limit || L > limit) throw too_large();
+  if (H > limit / G || P > limit || C > limit) throw too_large();
   using Wide = __int128;  // products of up to three factors below 2^32 cannot overflow it
   const int64_t GH = G * H;
   const Wide pr_size = Pr > 0 ? Wide(P) * H : 0;
   const Wide first = Wide(GH) * C + Wide(GH) * P + pr_size;       // layer 0, one direction
   const Wide rest = Wide(GH) * (D * P) + Wide(GH) * P + pr_size;  // later layers, one direction
-  const int64_t biases = 2 * GH;
-  const Wide all = D * first + Wide(L - 1) * D * rest + Wide(L) * D * biases;
+  const Wide all = D * first + Wide(L - 1) * D * rest + Wide(L) * D * 2 * GH;
   if (first > limit || rest > limit || all > limit) throw too_large();
-  const int64_t bias_base = static_cast<int64_t>(D * first + Wide(L - 1) * D * rest);
   *total = static_cast<int64_t>(all);
-  const unsigned in = layer == 0 ? C : D * P;
-  int64_t offset = static_cast<int64_t>(layer == 0 ? dir * first
-                                                 : D * first + Wide((layer - 1) * D + dir) * rest);
-  std::vector<Piece> pieces;
-  std::vector<std::vector<unsigned>> shapes = {{unsigned(GH), in}, {unsigned(GH), unsigned(P)}};
-  if (Pr > 0) shapes.push_back({unsigned(P), unsigned(H)});
-  for (const auto& s : shapes) {
-    pieces.push_back(Piece{offset, s});
-    offset += pieces.back().size();
+  std::vector<Piece> out;
+  int64_t offset = 0, bias = static_cast<int64_t>(D * first + Wide(L - 1) * D * rest);
+  for (int64_t layer = 0; layer < L; ++layer) {
+    const unsigned in = layer == 0 ? C : D * P;
+    for (int64_t dir = 0; dir < D; ++dir) {
+      const Piece w_ih{offset, {unsigned(GH), in}};
+      const Piece w_hh{w_ih.offset + w_ih.size(), {unsigned(GH), unsigned(P)}};
+      const Piece w_hr{w_hh.offset + w_hh.size(), {unsigned(P), unsigned(H)}};
+      offset = w_hr.offset + (Pr > 0 ? w_hr.size() : 0);
+      out.insert(out.end(), {w_ih, w_hh, Piece{bias, {unsigned(GH)}},
+                             Piece{bias + GH, {unsigned(GH)}}});
+      if (Pr > 0) out.push_back(w_hr);
+      bias += 2 * GH;
+    }
   }
-  const int64_t b = bias_base + (layer * D + dir) * biases;
-  // Output order: w_ih, w_hh, b_ih, b_hh, (w_hr).
-  std::vector<Piece> out = {pieces[0], pieces[1], Piece{b, {unsigned(GH)}},
-                            Piece{b + GH, {unsigned(GH)}}};
-  if (Pr > 0) out.push_back(pieces[2]);
   return out;
 }
 
@@ -118,7 +134,14 @@ std::vector<Piece> checked_layout(const Attrs& attrs, const std::vector<unsigned
   return pieces;
 }
 
-size_t elem_bytes(const MXTensor& t) { return t.dtype == mxnet::ext::kFloat64 ? 8 : 4; }
+size_t elem_bytes(int dtype) {
+  switch (dtype) {
+    case mxnet::ext::kFloat64: case mxnet::ext::kInt64: return 8;
+    case mxnet::ext::kFloat16: return 2;
+    case mxnet::ext::kUint8: case mxnet::ext::kInt8: return 1;
+    default: return 4;
+  }
+}
 
 MXReturnValue forward(const Attrs& attrs, std::vector<MXTensor>* in, std::vector<MXTensor>* out,
                       const OpResource&) {
@@ -127,7 +150,7 @@ MXReturnValue forward(const Attrs& attrs, std::vector<MXTensor>* in, std::vector
     const std::vector<Piece> pieces = checked_layout(
         attrs, {(*in)[0].shape.begin(), (*in)[0].shape.end()},
         {params.shape.begin(), params.shape.end()});
-    const size_t b = elem_bytes(params);
+    const size_t b = elem_bytes(params.dtype);
     for (size_t i = 0; i < pieces.size(); ++i)
       std::memcpy((*out)[i].data_ptr, static_cast<const char*>(params.data_ptr) + pieces[i].offset * b,
                   pieces[i].size() * b);
@@ -145,9 +168,9 @@ MXReturnValue backward(const Attrs& attrs, std::vector<MXTensor>* in,
         attrs, {data.shape.begin(), data.shape.end()}, {params.shape.begin(), params.shape.end()});
     MXTensor& d_data = (*out)[0];
     MXTensor& d_params = (*out)[1];
-    std::memset(d_data.data_ptr, 0, d_data.size() * elem_bytes(d_data));
-    const size_t b = elem_bytes(d_params);
-    std::memset(d_params.data_ptr, 0, d_params.size() * b);
+    std::memset(d_data.data_ptr, 0, d_data.size() * elem_bytes(d_data.dtype));
+    // The pieces tile the vector: every element is written once.
+    const size_t b = elem_bytes(d_params.dtype);
     for (size_t i = 0; i < pieces.size(); ++i)
       std::memcpy(static_cast<char*>(d_params.data_ptr) + pieces[i].offset * b, (*in)[i].data_ptr,
                   pieces[i].size() * b);
@@ -156,33 +179,45 @@ MXReturnValue backward(const Attrs& attrs, std::vector<MXTensor>* in,
 
 MXReturnValue parse_attrs(const Attrs& attrs, int* num_in, int* num_out) {
   return guarded([&] {
+    const Sizes z = sizes(attrs);
     *num_in = 2;
-    *num_out = int_attr(attrs, "projection_size", 0) > 0 ? 5 : 4;
+    *num_out = static_cast<int>(z.L * z.D * z.pieces_per_layer());
   });
 }
 
+// The parameters take the dtype of data (as with MXNet's RNN op), or the other way round
+// when only they are known.
 MXReturnValue infer_type(const Attrs&, std::vector<int>* in, std::vector<int>* out) {
   return guarded([&] {
-    if ((*in)[1] != mxnet::ext::kFloat32 && (*in)[1] != mxnet::ext::kFloat64)
+    int& data = (*in)[0];
+    int& params = (*in)[1];
+    if (params < 0) params = data;
+    if (data < 0) data = params;
+    if (params < 0) return;  // neither known yet
+    if (params != mxnet::ext::kFloat32 && params != mxnet::ext::kFloat64)
       throw fusedrnn::InvalidArgument("parameters must be float32 or float64");
-    for (int& t : *out) t = (*in)[1];
+    if (data != params)
+      throw fusedrnn::InvalidArgument("data and parameters must have the same dtype");
+    for (int& t : *out) t = params;
   });
 }
 
 MXReturnValue infer_shape(const Attrs& attrs, std::vector<std::vector<unsigned>>* in,
                           std::vector<std::vector<unsigned>>* out) {
   return guarded([&] {
+    // Partial inference (infer_shape_partial, or a graph whose data shape comes later)
+    // leaves the outputs open until the input size is known.
+    const std::vector<unsigned>& data = (*in)[0];
+    if (data.empty() || (data.size() == 3 && data[2] == ~0u)) return;
     // Like MXNet's RNN op, infer the size of `parameters` from data when the graph leaves it
     // open (lib_api copies changed input shapes back).
     std::vector<unsigned>& params = (*in)[1];
-    const bool unknown = params.empty() || (params.size() == 1 && (params[0] == 0 ||
-                                                                  params[0] == ~0u));
-    if (unknown && (*in)[0].size() == 3) {
+    if (params.empty() || (params.size() == 1 && (params[0] == 0 || params[0] == ~0u))) {
       int64_t total = 0;
-      layout(attrs, (*in)[0][2], &total);
+      if (data.size() == 3) layout(attrs, data[2], &total);
       params = {static_cast<unsigned>(total)};
     }
-    const std::vector<Piece> pieces = checked_layout(attrs, (*in)[0], params);
+    const std::vector<Piece> pieces = checked_layout(attrs, data, params);
     for (size_t i = 0; i < pieces.size(); ++i) (*out)[i] = pieces[i].shape;
   });
 }

@@ -21,6 +21,7 @@ from mxnet.gluon.parameter import DeferredInitializationError
 from mxnet.gluon.rnn.rnn_cell import _format_sequence, _get_begin_state
 
 from . import _C
+from ._op import fused_layer
 from .layers import _check_values
 
 __all__ = ["LSTMCell", "GRUCell", "RNNCell"]
@@ -71,12 +72,6 @@ class _FusedCell:
                 raise TypeError(f"states[{i}] has dtype {np.dtype(state.dtype)}; expected "
                                 f"{np.dtype(dtype)} (the dtype of inputs)")
 
-    def _operator_params(self, F, params):
-        # lib_api cannot tell the operator to add to a gradient, so a parameter whose
-        # gradient accumulates reaches it through a copy, whose backward does add.
-        return [F.identity(params[name]) if getattr(self, name).grad_req == "add"
-                else params[name] for name in _PARAMS]
-
     def forward(self, inputs, states):
         # A step outside autograd (a decoding loop) runs on the arrays' memory: an operator's
         # dispatch through MXNet costs ~100 us, more than the step itself at batch 1-16.
@@ -114,10 +109,9 @@ class _FusedCell:
         if mode is None:
             return super().hybrid_forward(F, inputs, states, i2h_weight, h2h_weight, i2h_bias,
                                           h2h_bias)
-        params = dict(i2h_weight=i2h_weight, h2h_weight=h2h_weight, i2h_bias=i2h_bias,
-                      h2h_bias=h2h_bias)
-        args = [F.expand_dims(inputs, axis=0)] + self._operator_params(F, params) + list(states)
-        res = F._internal._fusedrnn_layer(*args, mode=mode, reset_after=self._reset_after)
+        res = fused_layer(F, F.expand_dims(inputs, axis=0),
+                          [i2h_weight, h2h_weight, i2h_bias, h2h_bias], list(states),
+                          mode=mode, reset_after=self._reset_after)
         next_h = res[1]
         return next_h, [next_h] + ([res[2]] if mode == "lstm" else [])
 
@@ -168,11 +162,9 @@ class _FusedCell:
         if axis != 0:
             x = F.swapaxes(x, dim1=0, dim2=axis)
         params = self._unroll_params(F, x)
-        args = [x] + self._operator_params(F, params) + states
-        if valid_length is not None:
-            args.append(valid_length)
-        res = F._internal._fusedrnn_layer(*args, mode=mode, reset_after=self._reset_after,
-                                          use_lengths=valid_length is not None)
+        res = fused_layer(F, x, [params[name] for name in _PARAMS], states, None, valid_length,
+                          mode=mode, reset_after=self._reset_after,
+                          use_lengths=valid_length is not None)
         outputs = res[0] if axis == 0 else F.swapaxes(res[0], dim1=0, dim2=axis)
         # gluon's unroll, asked for neither, returns a list of steps, or one tensor when it
         # masked padding (valid_length); the same here, so that indexing the result means

@@ -24,6 +24,7 @@ import numbers
 import numpy as np
 from mxnet import autograd, gluon, ndarray, symbol
 
+from ._op import fused_layer, legacy, numpy_mode
 from ._results import MODES
 
 __all__ = ["LSTM", "GRU", "RNN", "choose_unroll"]
@@ -168,7 +169,15 @@ class _FusedLayer:
                                 f"{np.dtype(dtype)} (the dtype of inputs)")
 
     def _forward_kernel(self, F, inputs, states, valid, **kwargs):
-        kind, steps, dtype, training = self._call
+        # HybridBlock.infer_shape and export trace hybrid_forward without __call__: a graph
+        # of one fused operator per layer and direction then, which keeps what backward needs.
+        kind, steps, dtype, training = self._call or (
+            None if valid is None else "lengths", None, None, True)
+        # numpy mode (npx.set_np): the operators and F.split & co. take legacy arrays, which
+        # share the memory; the results go back as numpy-mode ones.
+        inputs, valid = legacy(inputs), legacy(valid)
+        states = [legacy(s) for s in states]
+        kwargs = {name: legacy(value) for name, value in kwargs.items()}
         if self._layout == "NTC":
             inputs = F.swapaxes(inputs, 0, 1)
             if kind == "mask":
@@ -193,29 +202,22 @@ class _FusedLayer:
         h_init = per_layer(states[0])
         c_init = per_layer(states[1]) if self._mode == "lstm" else None
 
-        def param(name):
-            # lib_api cannot tell the operator to add to a gradient, so a parameter whose
-            # gradient accumulates reaches it through a copy, whose backward does add.
-            p = kwargs[name]
-            return F.identity(p) if getattr(self, name).grad_req == "add" else p
-
         x, hys, cys = inputs, [], []
         for layer in range(self._num_layers):
             outs = []
             for j, d in enumerate(["l", "r"][:self._dir]):
                 k = layer * self._dir + j
                 prefix = "{}{}_".format(d, layer)
-                weights = [param(prefix + g) for g in
+                weights = [kwargs[prefix + g] for g in
                            ("i2h_weight", "h2h_weight", "i2h_bias", "h2h_bias")]
                 init = [h_init[k]] + ([c_init[k]] if c_init is not None else [])
-                tail = [param(prefix + "h2r_weight")] if projection else []
+                w_hr = kwargs[prefix + "h2r_weight"] if projection else None
                 if steps is None:
-                    res = F._internal._fusedrnn_layer(
-                        x, *weights, *init, *tail, *([] if kind is None else [valid]),
-                        reverse=j == 1, use_lengths=kind == "lengths", use_mask=kind == "mask",
-                        **attrs)
+                    res = fused_layer(F, x, weights, init, w_hr, valid, reverse=j == 1,
+                                      use_lengths=kind == "lengths", use_mask=kind == "mask",
+                                      **attrs)
                 else:
-                    res = _unrolled(F, x, weights, init, tail, kind, valid, steps, dtype,
+                    res = _unrolled(F, x, weights, init, w_hr, kind, valid, steps, dtype,
                                     j == 1, attrs)
                 outs.append(res[0])
                 hys.append(res[1])
@@ -229,7 +231,7 @@ class _FusedLayer:
         new_states = [F.stack(*hys, axis=0)]
         if self._mode == "lstm":
             new_states.append(F.stack(*cys, axis=0))
-        return x, new_states
+        return numpy_mode(x), [numpy_mode(s) for s in new_states]
 
 
 def _positive_int(value):
@@ -252,7 +254,7 @@ def _check_values(name, array, upper):
         raise ValueError(f"{name} must hold {what}; got {values[bad].flat[0]!r}")
 
 
-def _unrolled(F, x, weights, init, tail, kind, valid, steps, dtype, reverse, attrs):
+def _unrolled(F, x, weights, init, w_hr, kind, valid, steps, dtype, reverse, attrs):
     """One layer and direction as `steps` single-step operators. A sample whose step t is
     padding or masked gets length 0 at that step, which keeps its states and costs nothing;
     with a mask its output then repeats the previous one (in visiting order)."""
@@ -262,13 +264,13 @@ def _unrolled(F, x, weights, init, tail, kind, valid, steps, dtype, reverse, att
             [F.reshape(valid, (-1,))]
     states, ys, prev = init, [None] * steps, None
     for t in (range(steps - 1, -1, -1) if reverse else range(steps)):
-        step_valid = []
+        step_valid = None
         if kind == "lengths":
-            step_valid = [valid > t]
+            step_valid = valid > t
         elif kind == "mask":
-            step_valid = [ms[t]]
-        res = F._internal._fusedrnn_layer(xs[t], *weights, *states, *tail, *step_valid,
-                                          use_lengths=kind is not None, **attrs)
+            step_valid = ms[t]
+        res = fused_layer(F, xs[t], weights, states, w_hr, step_valid,
+                          use_lengths=kind is not None, **attrs)
         states = [res[1], res[2]] if len(init) == 2 else [res[1]]
         y = res[0]
         if kind == "mask":

@@ -6,7 +6,7 @@ CPU (MXNet's own CPU op ignores it), as are LSTM state clipping and projection i
 Extra: `reset_after` for GRU (False: the original GRU, W_hn applied to r * h).
 
 Each layer and direction is one `_fusedrnn_layer` operator fed by `_fusedrnn_params`, which
-cuts that layer's weights out of the flat vector; directions of a bidirectional layer each run
+cuts every layer's weights out of the flat vector; directions of a bidirectional layer each run
 over every sample's valid prefix, and their outputs are concatenated on the feature axis.
 `fusedrnn.sym.RNN` is the same on symbols.
 """
@@ -14,6 +14,7 @@ import numbers
 
 import mxnet as mx
 
+from ._op import fused_layer, known_rank, req_safe
 from ._results import GATES
 
 __all__ = ["RNN"]
@@ -118,10 +119,13 @@ def _rnn(F, data, parameters, state, state_cell, sequence_length, state_size, nu
          use_sequence_length, reset_after):
     """The RNN on F (mx.nd or mx.sym): [output, hy, (cy)]."""
     dirs = 2 if bidirectional else 1
-    if num_layers * dirs == 1:
-        # One consumer of `parameters`: its gradient would be written straight by the cutting
-        # operator, which cannot add (lib_api); a copy's backward can.
-        parameters = F.identity(parameters)
+    if F is mx.sym:
+        data, state = known_rank(F, data, 3), known_rank(F, state, 3)
+        parameters = known_rank(F, parameters, 1)
+        if mode == "lstm":
+            state_cell = known_rank(F, state_cell, 3)
+        if use_sequence_length:
+            sequence_length = known_rank(F, sequence_length, 1)
     attrs = dict(mode=mode, reset_after=reset_after, projection=bool(projection_size),
                  use_lengths=bool(use_sequence_length), clip_nan=clip_nan)
     if F is mx.nd:
@@ -142,20 +146,19 @@ def _rnn(F, data, parameters, state, state_cell, sequence_length, state_size, nu
     h_init = per_layer(state)
     c_init = per_layer(state_cell) if mode == "lstm" else None
 
+    per_piece = 5 if projection_size else 4
+    cut_out = F._internal._fusedrnn_params(req_safe(F, data), req_safe(F, parameters), **cut)
+    pieces = [cut_out[i] for i in range(num_layers * dirs * per_piece)]
     x, hys, cys = data, [], []
     for layer in range(num_layers):
         outs = []
         for d in range(dirs):
             k = layer * dirs + d
-            w = F._internal._fusedrnn_params(data, parameters, layer=layer, direction=d, **cut)
-            inputs = [x, w[0], w[1], w[2], w[3], h_init[k]]
-            if mode == "lstm":
-                inputs.append(c_init[k])
-            if projection_size:
-                inputs.append(w[4])
-            if use_sequence_length:
-                inputs.append(sequence_length)
-            res = F._internal._fusedrnn_layer(*inputs, reverse=d == 1, **attrs)
+            w = pieces[k * per_piece:(k + 1) * per_piece]
+            init = [h_init[k]] + ([c_init[k]] if mode == "lstm" else [])
+            res = fused_layer(F, x, w[:4], init, w[4] if projection_size else None,
+                              sequence_length if use_sequence_length else None,
+                              reverse=d == 1, **attrs)
             outs.append(res[0])
             hys.append(res[1])
             if mode == "lstm":

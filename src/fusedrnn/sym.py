@@ -11,8 +11,19 @@ def RNN(data=None, parameters=None, state=None, state_cell=None, sequence_length
         state_outputs=False, projection_size=None, lstm_state_clip_min=None,
         lstm_state_clip_max=None, lstm_state_clip_nan=False, use_sequence_length=False,
         reset_after=True, name=None, **kwargs):
-    """Drop-in for `mx.sym.RNN` (data in TNC layout); shapes are checked at bind time. `name`
-    is accepted for compatibility and unused."""
+    """Drop-in for `mx.sym.RNN` (data in TNC layout); shapes are checked at bind time. As
+    with mx.sym.RNN, an input left out becomes a Variable named `{name}_data`,
+    `{name}_parameters`, `{name}_state`, `{name}_state_cell`, `{name}_sequence_length`
+    (`name` defaults to MXNet's next 'rnn<i>'), and shape inference fills in what data
+    implies: the size of `parameters`, the states' shapes and the dtypes."""
+    name = mx.name.NameManager.current.get(name, "rnn")
+    wanted = dict(data=True, parameters=True, state=True, state_cell=mode == "lstm",
+                  sequence_length=bool(use_sequence_length))
+    given = dict(data=data, parameters=parameters, state=state, state_cell=state_cell,
+                 sequence_length=sequence_length)
+    data, parameters, state, state_cell, sequence_length = (
+        mx.sym.var(f"{name}_{arg}") if value is None and wanted[arg] else value
+        for arg, value in given.items())
     _check_arguments(mx.sym.Symbol, kwargs, data, parameters, state, state_cell,
                      sequence_length, state_size, num_layers, mode, use_sequence_length,
                      projection_size, p)

@@ -1,0 +1,65 @@
+"""Where fusedrnn's Python code calls its MXNet operators (layers, cells, nd/sym.RNN).
+
+lib_api (MXNet 1.9.1) never tells a library operator whether to write or to add its
+gradients: the dispatcher drops `req`. MXNet asks for an add wherever it sums into a gradient
+in place: grad_req='add' on a parameter or an array marked for autograd, and, in a
+static_alloc graph, every entry used MXNET_EXEC_INPLACE_GRAD_SUM_CAP (8) times or more, such
+as the weights of a cell stepped 8 times. A library operator would overwrite there. So every
+differentiable input reaches a fusedrnn operator through one of MXNet's own operators, which
+honour req: the library operator's gradient always goes to a buffer of its own, and MXNet's
+operator writes or adds it where it belongs.
+
+In autograd that operator is a reshape to the same shape, which NDArray.reshape records
+without copying. In a graph it is `identity`, which MXNet's memory planner runs in place
+(free) unless its input is an input of the graph (a parameter or the data): then it copies.
+Each such identity carries an attribute of its own: MXNet merges equal nodes of a graph
+(MXNET_ELIMINATE_COMMON_EXPR, on by default), which would leave one identity in front of
+every use of a weight, and the summation at the library operators again.
+"""
+import itertools
+
+from mxnet import autograd, ndarray
+from mxnet.util import is_np_array, is_np_shape
+
+_uses = itertools.count()
+
+
+def req_safe(F, x):
+    """x, to be passed to a fusedrnn operator as a differentiable input (see above)."""
+    if F is ndarray:
+        return x.reshape(x.shape) if autograd.is_recording() else x
+    return F.identity(x, attr={"__fusedrnn_use__": str(next(_uses))})
+
+
+def known_rank(F, x, ndim):
+    """Symbol x as one whose rank shape inference knows from the start. MXNet 1.9.1 hands a
+    library operator its input shapes in a buffer sized by the sum of their ranks, counting
+    an unknown rank as -1: an input of unknown rank (a Variable given no shape) makes MXNet
+    write past that buffer, or throw std::bad_alloc when most ranks are unknown
+    (infer_shape_partial before any shape is given). identity_with_attr_like_rhs takes the
+    rank, not the size, of a zeros whose shape then follows x's."""
+    unknown = -1 if is_np_shape() else 0
+    hint = F._internal._zeros_without_dtype(shape=(unknown,) * ndim)
+    return F._internal._identity_with_attr_like_rhs(x, hint)
+
+
+def legacy(x):
+    """A numpy-mode array or symbol (npx.set_np) as the legacy kind that library operators
+    and F.split & co. take; the same memory, and autograd follows."""
+    return x.as_nd_ndarray() if x is not None and is_np_array() else x
+
+
+def numpy_mode(x):
+    """The inverse of `legacy`, for what fusedrnn returns to the caller."""
+    return x.as_np_ndarray() if x is not None and is_np_array() else x
+
+
+def fused_layer(F, x, weights, states, w_hr=None, valid=None, **attrs):
+    """One `_fusedrnn_layer` operator: [y, hy, (cy)]. weights: [w_ih, w_hh, b_ih, b_hh];
+    states: [h0] or [h0, c0]; w_hr: the projection or None; valid: lengths [N] or mask [T, N]
+    (integers, not differentiable) or None; attrs: the operator's attributes."""
+    inputs = [req_safe(F, a) for a in [x, *weights, *states] +
+              ([w_hr] if w_hr is not None else [])]
+    if valid is not None:
+        inputs.append(valid)
+    return F._internal._fusedrnn_layer(*inputs, **attrs)
