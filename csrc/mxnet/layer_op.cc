@@ -422,8 +422,10 @@ void complete_inputs(const LayerAttrs& a, std::vector<std::vector<unsigned>>* in
   }
 }
 
-bool rank_unknown(const std::vector<std::vector<unsigned>>& shapes) {
-  return std::any_of(shapes.begin(), shapes.end(), [](const auto& s) { return s.empty(); });
+bool fully_known(const std::vector<std::vector<unsigned>>& shapes) {
+  return std::none_of(shapes.begin(), shapes.end(), [](const auto& s) {
+    return s.empty() || std::count(s.begin(), s.end(), kUnknown) > 0;
+  });
 }
 
 MXReturnValue infer_shape(const Attrs& attrs, std::vector<std::vector<unsigned>>* in,
@@ -433,7 +435,9 @@ MXReturnValue infer_shape(const Attrs& attrs, std::vector<std::vector<unsigned>>
     complete_inputs(a, in);
     // Partial inference (infer_shape_partial, or a pass of MXNet's before the other shapes
     // are known) leaves the outputs open; MXNet itself names an input that stays unknown.
-    if (rank_unknown(*in)) return;
+    // When only x is unknown nothing else can fill it in: an imperative call with a zero in
+    // x's shape (MXNet's unknown), which describe() refuses by name.
+    if (!fully_known({in->begin() + 1, in->end()})) return;
     const fusedrnn::RnnDesc d = describe(a, *in);
     const unsigned T = d.steps, N = d.batch, P = d.out_size(), H = d.hidden_size;
     (*out)[0] = {T, N, P};

@@ -19,7 +19,7 @@ every use of a weight, and the summation at the library operators again.
 import itertools
 
 from mxnet import autograd, ndarray
-from mxnet.util import is_np_array, is_np_shape
+from mxnet.util import is_np_array
 
 _uses = itertools.count()
 
@@ -29,18 +29,6 @@ def req_safe(F, x):
     if F is ndarray:
         return x.reshape(x.shape) if autograd.is_recording() else x
     return F.identity(x, attr={"__fusedrnn_use__": str(next(_uses))})
-
-
-def known_rank(F, x, ndim):
-    """Symbol x as one whose rank shape inference knows from the start. MXNet 1.9.1 hands a
-    library operator its input shapes in a buffer sized by the sum of their ranks, counting
-    an unknown rank as -1: an input of unknown rank (a Variable given no shape) makes MXNet
-    write past that buffer, or throw std::bad_alloc when most ranks are unknown
-    (infer_shape_partial before any shape is given). identity_with_attr_like_rhs takes the
-    rank, not the size, of a zeros whose shape then follows x's."""
-    unknown = -1 if is_np_shape() else 0
-    hint = F._internal._zeros_without_dtype(shape=(unknown,) * ndim)
-    return F._internal._identity_with_attr_like_rhs(x, hint)
 
 
 def legacy(x):

@@ -39,6 +39,15 @@ def _check_dtype(dtype):
         raise TypeError(f"inputs must be float32 or float64; got {np.dtype(dtype)}")
 
 
+def _dense(states):
+    """States as dense arrays: gluon's cells take row_sparse ones too, library operators
+    only dense (autograd follows the conversion)."""
+    if not isinstance(states, (list, tuple)):
+        return states
+    return [s.tostype("default") if isinstance(s, ndarray.NDArray) and s.stype != "default"
+            else s for s in states]
+
+
 class _FusedCell:
     """The shared step and unroll of the fused cells (mixed into the gluon.rnn cell classes)."""
 
@@ -78,6 +87,7 @@ class _FusedCell:
         # That step checks its arguments itself; these checks cost ~20 us a step. A hybridized
         # cell's first call still builds its graph, which export and summary need.
         if isinstance(inputs, ndarray.NDArray):
+            states = _dense(states)
             if not autograd.is_recording() and not (self._active and not self._cached_graph):
                 out = self._step_on_arrays(inputs, states)
                 if out is not None:
@@ -157,6 +167,7 @@ class _FusedCell:
                                      f"{valid_length.shape}")
                 _check_values("valid_length", valid_length, length)
             if begin_state is not None:
+                begin_state = _dense(begin_state)
                 self._check_states(begin_state, batch_size, x.dtype)
         states = list(_get_begin_state(self, F, begin_state, x, batch_size))
         if axis != 0:
@@ -172,6 +183,10 @@ class _FusedCell:
         if merge_outputs is None:
             merge_outputs = valid_length is not None
         outputs, _, _, _ = _format_sequence(length, outputs, layout, merge_outputs)
+        if F is symbol and not merge_outputs:
+            # gluon's step outputs are named '{prefix}t{i}_out'; code reads them by name.
+            outputs = [F.identity(o, name=f"{self._prefix}t{self._counter + 1 + i}_out")
+                       for i, o in enumerate(outputs)]
         # Counted as gluon's unroll counts its steps, so that steps taken afterwards go on
         # from the same count.
         self._counter += length

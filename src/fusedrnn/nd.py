@@ -14,7 +14,7 @@ import numbers
 
 import mxnet as mx
 
-from ._op import fused_layer, known_rank, req_safe
+from ._op import fused_layer, req_safe
 from ._results import GATES
 
 __all__ = ["RNN"]
@@ -114,18 +114,46 @@ def _check_arguments(kind, kwargs, data, parameters, state, state_cell, sequence
         raise TypeError(f"sequence_length must be {what} when use_sequence_length=True")
 
 
+def _shaped_like_data(data, parameters, state, state_cell, mode, num_layers, dirs, state_size,
+                      projection_size):
+    """parameters, state and state_cell (Symbols) with their shapes and dtype tied to data's
+    by MXNet's own operators, as mx.sym.RNN infers them: [a * C + b], [L * D, N, P] and
+    [L * D, N, H]. MXNet 1.9.1 hands a library operator its input shapes through a bridge
+    that breaks on any shape it does not fully know (an unknown rank counts -1 where it sizes
+    a buffer, so MXNet writes past it or throws std::bad_alloc; an unknown size comes back
+    as 4294967295), so whenever data's shape is known, fusedrnn's operators see only known
+    shapes."""
+    F = mx.sym
+    layers = num_layers * dirs
+    P = projection_size or state_size
+    b = _flat_layout(mode, num_layers, dirs, 0, state_size, projection_size)[2]
+    first = F.slice_axis(F.slice_axis(data, axis=0, begin=0, end=1), axis=1, begin=0, end=1)
+    zeros_c = F.zeros_like(F.reshape(first, shape=(-1,)))                          # [C]
+    like_params = F.concat(F.tile(zeros_c, reps=(GATES[mode] * state_size * dirs,)),
+                           F.tile(F.slice_axis(zeros_c, axis=0, begin=0, end=1), reps=(b,)),
+                           dim=0)
+    zeros_n = F.zeros_like(F.slice_axis(F.slice_axis(data, axis=0, begin=0, end=1), axis=2,
+                                        begin=0, end=1))                           # [1, N, 1]
+
+    def like(x, rhs):
+        return F._internal._identity_with_attr_like_rhs(x, rhs)
+
+    parameters = like(parameters, like_params)
+    state = like(state, F.tile(zeros_n, reps=(layers, 1, P)))
+    if state_cell is not None:
+        state_cell = like(state_cell, F.tile(zeros_n, reps=(layers, 1, state_size)))
+    return parameters, state, state_cell
+
+
 def _rnn(F, data, parameters, state, state_cell, sequence_length, state_size, num_layers,
          bidirectional, mode, p, projection_size, clip_min, clip_max, clip_nan,
          use_sequence_length, reset_after):
     """The RNN on F (mx.nd or mx.sym): [output, hy, (cy)]."""
     dirs = 2 if bidirectional else 1
     if F is mx.sym:
-        data, state = known_rank(F, data, 3), known_rank(F, state, 3)
-        parameters = known_rank(F, parameters, 1)
-        if mode == "lstm":
-            state_cell = known_rank(F, state_cell, 3)
-        if use_sequence_length:
-            sequence_length = known_rank(F, sequence_length, 1)
+        parameters, state, state_cell = _shaped_like_data(
+            data, parameters, state, state_cell, mode, num_layers, dirs, state_size,
+            projection_size)
     attrs = dict(mode=mode, reset_after=reset_after, projection=bool(projection_size),
                  use_lengths=bool(use_sequence_length), clip_nan=clip_nan)
     if F is mx.nd:
@@ -137,8 +165,6 @@ def _rnn(F, data, parameters, state, state_cell, sequence_length, state_size, nu
                bidirectional=bidirectional, projection_size=projection_size or 0)
 
     def per_layer(s):
-        # split (unlike slice + squeeze) lets shape inference run backwards, so a graph can
-        # leave the states' shapes open, as with mx.sym.RNN.
         if num_layers * dirs == 1:
             return [F.reshape(s, (-3, -2))]
         return F.split(s, num_outputs=num_layers * dirs, axis=0, squeeze_axis=True)
