@@ -12,23 +12,40 @@ operator writes or adds it where it belongs.
 In autograd that operator is a reshape to the same shape, which NDArray.reshape records
 without copying. In a graph it is `identity`, which MXNet's memory planner runs in place
 (free) unless its input is an input of the graph (a parameter or the data): then it copies.
-Each such identity carries an attribute of its own: MXNet merges equal nodes of a graph
-(MXNET_ELIMINATE_COMMON_EXPR, on by default), which would leave one identity in front of
-every use of a weight, and the summation at the library operators again.
+So a graph input (a Variable) shares one identity among up to cap - 1 uses: MXNet sums
+those few gradients out of place (ElementwiseSum), and only the identities' own gradients,
+which MXNet's operators produce, may be summed in place. A cell stepped 35 times then copies
+its weights 5 times per call, not 35. Each identity carries an attribute of its own: MXNet
+merges equal nodes of a graph (MXNET_ELIMINATE_COMMON_EXPR, on by default), which would
+leave one identity for all uses of a weight, and the summation at the library operators.
 """
 import itertools
+import os
 
 from mxnet import autograd, ndarray
 from mxnet.util import is_np_array
 
-_uses = itertools.count()
+_ids = itertools.count()
+_shared = {}  # id(Variable) -> [the Variable, its identity, uses of that identity so far]
 
 
 def req_safe(F, x):
     """x, to be passed to a fusedrnn operator as a differentiable input (see above)."""
     if F is ndarray:
         return x.reshape(x.shape) if autograd.is_recording() else x
-    return F.identity(x, attr={"__fusedrnn_use__": str(next(_uses))})
+    if x.get_children() is not None:  # inside the graph: in place, one per use
+        return _identity(F, x)
+    # MXNet reads the cap once per process; 8 unless the user set it.
+    per_identity = max(1, int(os.environ.get("MXNET_EXEC_INPLACE_GRAD_SUM_CAP", 8)) - 1)
+    entry = _shared.get(id(x))
+    if entry is None or entry[0] is not x or entry[2] >= per_identity:
+        entry = _shared[id(x)] = [x, _identity(F, x), 0]
+    entry[2] += 1
+    return entry[1]
+
+
+def _identity(F, x):
+    return F.identity(x, attr={"__fusedrnn_use__": str(next(_ids))})
 
 
 def legacy(x):
