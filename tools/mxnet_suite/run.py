@@ -180,7 +180,8 @@ def main(argv=None):
         return os.path.join(args.workdir, label) if args.workdir else None
 
     if not args.compare:
-        label = "swapped" if groups else "stock"
+        label = "stock" if not groups else "swapped" if set(groups) == set(
+            parse_groups("all")) else "swapped-" + "+".join(groups)
         code, outcomes = run_pytest(unittest_dir, groups, args.only, seed, extra, label,
                                     workdir(label))
         _summary(label, outcomes)
