@@ -322,6 +322,11 @@ def test_sym_rnn_partial_inference_and_names():
         want = mx.sym.RNN(state_size=6, num_layers=2, mode="lstm", **kw)
         got = fusedrnn.sym.RNN(state_size=6, num_layers=2, mode="lstm", **kw)
         assert got.list_arguments() == want.list_arguments()
+        assert got.list_outputs() == want.list_outputs()
+    want = mx.sym.RNN(state_size=6, num_layers=1, mode="gru", name="rnn", state_outputs=True)
+    got = fusedrnn.sym.RNN(state_size=6, num_layers=1, mode="gru", name="rnn",
+                           state_outputs=True)
+    assert got.list_outputs() == want.list_outputs() == ["rnn_output", "rnn_state_output"]
     want = sym_rnn(mx.sym.RNN, "lstm", state_size=6, num_layers=2)
     got = sym_rnn(fusedrnn.sym.RNN, "lstm", state_size=6, num_layers=2)
     assert got.infer_shape_partial(data=(5, 3, 4)) == want.infer_shape_partial(data=(5, 3, 4))

@@ -359,12 +359,21 @@ MXReturnValue infer_type(const Attrs& attrs, std::vector<int>* in, std::vector<i
   return guarded([&] {
     const LayerAttrs a = parse(attrs);
     const Slots s(a);
-    const int dtype = (*in)[0];
+    // x's dtype, or the first known one of the others (then x's too), as MXNet's RNN op
+    // infers the parameters' and states' dtypes.
+    int dtype = (*in)[0];
+    for (int i = 1; dtype < 0 && i < static_cast<int>(in->size()); ++i)
+      if (i != s.valid()) dtype = (*in)[i];
+    if (dtype < 0) return;  // nothing known yet
     if (dtype != mxnet::ext::kFloat32 && dtype != mxnet::ext::kFloat64)
       throw fusedrnn::InvalidArgument("x must be float32 or float64");
+    for (int i = 0; i < static_cast<int>(in->size()); ++i) {
+      if (i != s.valid() && (*in)[i] < 0) (*in)[i] = dtype;
+    }
     for (int i = 1; i < static_cast<int>(in->size()); ++i) {
       if (i == s.valid()) {
         const int t = (*in)[i];
+        if (t < 0) continue;  // not known yet
         if (t != mxnet::ext::kFloat32 && t != mxnet::ext::kFloat64 && t != mxnet::ext::kInt32 &&
             t != mxnet::ext::kInt64 && t != mxnet::ext::kUint8 && t != mxnet::ext::kInt8)
           throw fusedrnn::InvalidArgument(

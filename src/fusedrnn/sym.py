@@ -14,8 +14,9 @@ def RNN(data=None, parameters=None, state=None, state_cell=None, sequence_length
     """Drop-in for `mx.sym.RNN` (data in TNC layout); shapes are checked at bind time. As
     with mx.sym.RNN, an input left out becomes a Variable named `{name}_data`,
     `{name}_parameters`, `{name}_state`, `{name}_state_cell`, `{name}_sequence_length`
-    (`name` defaults to MXNet's next 'rnn<i>'), and shape inference fills in what data
-    implies: the size of `parameters`, the states' shapes and the dtypes."""
+    (`name` defaults to MXNet's next 'rnn<i>'), the outputs are named as mx.sym.RNN's, and
+    shape inference fills in what data implies: the size of `parameters`, the states' shapes
+    and the dtypes."""
     name = mx.name.NameManager.current.get(name, "rnn")
     wanted = dict(data=True, parameters=True, state=True, state_cell=mode == "lstm",
                   sequence_length=bool(use_sequence_length))
@@ -30,4 +31,8 @@ def RNN(data=None, parameters=None, state=None, state_cell=None, sequence_length
     outs = _rnn(mx.sym, data, parameters, state, state_cell, sequence_length, state_size,
                 num_layers, bidirectional, mode, p, projection_size, lstm_state_clip_min,
                 lstm_state_clip_max, lstm_state_clip_nan, use_sequence_length, reset_after)
+    # Outputs named as mx.sym.RNN's ('{name}_output', '{name}_state_output',
+    # '{name}_statecell_output'), which code reads from an executor's output_dict.
+    outs = [mx.sym.identity(out, name=name + suffix)
+            for out, suffix in zip(outs, ("", "_state", "_statecell"))]
     return mx.sym.Group(outs) if state_outputs else outs[0]
