@@ -67,6 +67,13 @@ std::string shape_str(const std::vector<int64_t>& s) {
   return out + (s.size() == 1 ? ",)" : ")");
 }
 
+void expect_ndim(const Array& a, size_t ndim, const char* layout) {
+  if (a.shape.size() != ndim)
+    throw InvalidArgument(std::string(a.name) + " must have " + std::to_string(ndim) +
+                          " dimension" + (ndim == 1 ? " " : "s ") + layout + "; got shape " +
+                          shape_str(a.shape));
+}
+
 void expect_shape(const Array& a, const std::vector<int64_t>& shape) {
   if (a.shape != shape)
     throw InvalidArgument(std::string(a.name) + " has shape " + shape_str(a.shape) +
@@ -169,13 +176,14 @@ std::vector<uintptr_t> nd_cell_step(const std::string& mode, bool reset_after, u
   for (const Array& a : in)
     if (!a.usable || a.dtype != dtype || (dtype != kFloat32 && dtype != kFloat64)) return {};
 
-  // The parameters fix the sizes; the arrays passed in must fit them.
+  // Every array's full shape is checked against the sizes before any memory is read.
   const int64_t G = gate_count(d.mode);
-  if (in[0].shape.size() != 2 || in[1].shape.size() != 2 || in[1].shape[0] % G != 0)
-    throw InvalidArgument("i2h_weight and h2h_weight must be [" + std::to_string(G) +
-                          " * hidden_size, input_size] and [" + std::to_string(G) +
-                          " * hidden_size, hidden_size]; got shapes " + shape_str(in[0].shape) +
-                          " and " + shape_str(in[1].shape));
+  expect_ndim(in[1], 2, "[G * hidden_size, hidden_size]");
+  if (in[1].shape[0] % G != 0 || in[1].shape[0] == 0)
+    throw InvalidArgument("h2h_weight has " + std::to_string(in[1].shape[0]) + " rows; "
+                          "expected a positive multiple of " + std::to_string(G) +
+                          " (gates) for mode '" + mode + "'");
+  expect_ndim(in[0], 2, "[G * hidden_size, input_size]");
   if (in[4].shape.size() != 2 || in[4].shape[0] == 0 || in[4].shape[1] == 0)
     throw InvalidArgument("inputs of a step must have shape [N, C] (no zero-size dimension); "
                           "got " + shape_str(in[4].shape));
@@ -185,10 +193,11 @@ std::vector<uintptr_t> nd_cell_step(const std::string& mode, bool reset_after, u
   d.hidden_size = in[1].shape[0] / G;
   d.reset_after = reset_after;
   const int64_t N = d.batch, C = d.input_size, H = d.hidden_size;
-  expect_shape(in[4], {N, C});
+  expect_shape(in[0], {G * H, C});
   expect_shape(in[1], {G * H, H});
   expect_shape(in[2], {G * H});
   expect_shape(in[3], {G * H});
+  expect_shape(in[4], {N, C});
   for (size_t i = 5; i < in.size(); ++i) expect_shape(in[i], {N, H});
   validate(d, nullptr);
   return dtype == kFloat64 ? step<double>(d, in, dtype) : step<float>(d, in, dtype);
