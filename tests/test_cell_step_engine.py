@@ -1,5 +1,5 @@
-"""The cells' array step (a step outside autograd, fusedrnn._C._nd_cell_step): checking every
-argument's shape before it reads memory."""
+"""The cells' array step (a step outside autograd, fusedrnn._C._nd_cell_step): on the inputs'
+device, and checking every argument's shape before it reads memory."""
 import mxnet as mx
 import numpy as np
 import pytest
@@ -13,6 +13,49 @@ def reference_step(mode, x, states, params):
     res = reference.forward(mode, x[None].astype(np.float64), *params,
                             *[s.astype(np.float64) for s in states] + [None] * (2 - len(states)))
     return [res.hy] + ([res.cy] if mode == "lstm" else [])
+
+
+def test_steps_on_another_cpu_device_stay_there():
+    cell = fusedrnn.GRUCell(6, input_size=4)
+    cell.initialize(mx.init.Uniform(0.3), ctx=mx.cpu(1))
+    x = mx.nd.ones((2, 4), ctx=mx.cpu(1))
+    out, states = cell(x, cell.begin_state(2, ctx=mx.cpu(1)))
+    assert out.context == mx.cpu(1) and states[0].context == mx.cpu(1)
+    out, states = cell(out[:, :4], states)  # the next step takes the outputs where they are
+    assert out.context == mx.cpu(1)
+
+
+def stacked_lstm(ctx):
+    seq = mx.gluon.rnn.SequentialRNNCell()
+    seq.add(fusedrnn.LSTMCell(8, input_size=5))
+    seq.add(fusedrnn.LSTMCell(6, input_size=8))
+    seq.initialize(mx.init.Uniform(0.4), ctx=ctx)
+    return seq
+
+
+def test_stacked_cells_on_cpu1_equal_cpu0(tmp_path):
+    on1 = stacked_lstm(mx.cpu(1))
+    on1.save_parameters(str(tmp_path / "p"))
+    on0 = stacked_lstm(mx.cpu(0))
+    on0.load_parameters(str(tmp_path / "p"), ctx=mx.cpu(0))
+    xs = np.random.default_rng(2).standard_normal((4, 3, 5)).astype(np.float32)
+    results = {}
+    for ctx, seq in ((mx.cpu(0), on0), (mx.cpu(1), on1)):
+        states = seq.begin_state(batch_size=3, ctx=ctx)
+        steps = []
+        for t in range(4):
+            out, states = seq(mx.nd.array(xs[t], ctx=ctx), states)
+            steps.append(out)
+        outs, unrolled_states = seq.unroll(4, mx.nd.array(xs, ctx=ctx), layout="TNC",
+                                           merge_outputs=True)
+        for a in steps + states + [outs] + unrolled_states:
+            assert a.context == ctx
+        results[ctx] = [a.asnumpy() for a in steps + states + [outs] + unrolled_states]
+    for a, b in zip(results[mx.cpu(0)], results[mx.cpu(1)]):
+        np.testing.assert_array_equal(a, b)
+    # Steps and unroll agree with each other too.
+    np.testing.assert_allclose(np.stack(results[mx.cpu(1)][:4]), results[mx.cpu(1)][8],
+                               rtol=1e-5, atol=1e-6)
 
 
 # One LSTM step's arguments (N = 2, C = 3, H = 5, G = 4) with one of them replaced.

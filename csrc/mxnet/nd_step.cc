@@ -44,20 +44,18 @@ struct Array {
   void* handle;
   const char* name;
   std::vector<int64_t> shape;
-  int dtype = -1;
-  bool usable = false;  // a dense CPU array
+  int dtype = -1, stype = -1, dev_type = 0, dev_id = 0;
 };
 
 Array inspect(uintptr_t handle, const char* name) {
   Array a{reinterpret_cast<void*>(handle), name, {}};
-  int ndim = 0, stype = -1, dev_type = 0, dev_id = 0;
+  int ndim = 0;
   const int* dims = nullptr;
-  check(g_api.get_storage_type(a.handle, &stype), "MXNDArrayGetStorageType");
-  check(g_api.get_context(a.handle, &dev_type, &dev_id), "MXNDArrayGetContext");
+  check(g_api.get_storage_type(a.handle, &a.stype), "MXNDArrayGetStorageType");
+  check(g_api.get_context(a.handle, &a.dev_type, &a.dev_id), "MXNDArrayGetContext");
   check(g_api.get_dtype(a.handle, &a.dtype), "MXNDArrayGetDType");
   check(g_api.get_shape(a.handle, &ndim, &dims), "MXNDArrayGetShapeEx");
   a.shape.assign(dims, dims + (ndim > 0 ? ndim : 0));
-  a.usable = stype == kDefaultStorage && dev_type == kCpu;
   return a;
 }
 
@@ -88,13 +86,14 @@ const T* read(const Array& a) {
   return static_cast<const T*>(data);
 }
 
-// A new [rows, cols] CPU array (owned by the caller unless released) and its memory.
+// A new [rows, cols] CPU array on device dev_id (owned by the caller unless released) and
+// its memory.
 struct NewArray {
   void* handle = nullptr;
   void* data = nullptr;
-  NewArray(int64_t rows, int64_t cols, int dtype) {
+  NewArray(int64_t rows, int64_t cols, int dtype, int dev_id) {
     const uint32_t shape[2] = {static_cast<uint32_t>(rows), static_cast<uint32_t>(cols)};
-    check(g_api.create(shape, 2, kCpu, 0, 0, dtype, &handle), "MXNDArrayCreateEx");
+    check(g_api.create(shape, 2, kCpu, dev_id, 0, dtype, &handle), "MXNDArrayCreateEx");
     if (g_api.get_data(handle, &data) != 0) {
       g_api.free(handle);
       throw std::runtime_error(std::string("MXNDArrayGetData failed: ") + g_api.last_error());
@@ -115,8 +114,9 @@ std::vector<uintptr_t> step(const RnnDesc& d, const std::vector<Array>& in, int 
   const T* x = read<T>(in[4]);
   const T* h = read<T>(in[5]);
   const T* c = lstm ? read<T>(in[6]) : nullptr;
-  NewArray hy(d.batch, d.hidden_size, dtype);
-  NewArray cy(lstm ? d.batch : 0, lstm ? d.hidden_size : 0, dtype);
+  // On the inputs' device: the next step (or layer) takes them with its parameters there.
+  NewArray hy(d.batch, d.hidden_size, dtype, in[4].dev_id);
+  NewArray cy(lstm ? d.batch : 0, lstm ? d.hidden_size : 0, dtype, in[4].dev_id);
   // y of a single step is hy: it goes to scratch.
   std::vector<T> y(static_cast<size_t>(d.batch * d.hidden_size));
   forward<T>(d, Valid(), x, w, h, c, y.data(), static_cast<T*>(hy.data),
@@ -172,9 +172,13 @@ std::vector<uintptr_t> nd_cell_step(const std::string& mode, bool reset_after, u
   handles.insert(handles.end(), states.begin(), states.end());
   std::vector<Array> in;
   for (size_t i = 0; i < handles.size(); ++i) in.push_back(inspect(handles[i], names[i]));
+  // Only dense CPU arrays of one float dtype on one device; the operator takes the rest (and
+  // reports a device mismatch in MXNet's words).
   const int dtype = in[4].dtype;
   for (const Array& a : in)
-    if (!a.usable || a.dtype != dtype || (dtype != kFloat32 && dtype != kFloat64)) return {};
+    if (a.stype != kDefaultStorage || a.dev_type != kCpu || a.dev_id != in[4].dev_id ||
+        a.dtype != dtype || (dtype != kFloat32 && dtype != kFloat64))
+      return {};
 
   // Every array's full shape is checked against the sizes before any memory is read.
   const int64_t G = gate_count(d.mode);

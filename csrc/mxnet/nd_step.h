@@ -17,10 +17,10 @@ void set_ndarray_api(const std::map<std::string, uintptr_t>& functions);
 
 // The handles of the NDArrays [h', c'] (LSTM) or [h'] after one step of cell `mode` from
 // x [N, C] and states [h [N, H], c [N, H]], with weights {i2h_weight [G*H, C], h2h_weight
-// [G*H, H], i2h_bias, h2h_bias}; the caller owns them. Waits for pending writes to the
-// inputs, as reading them through MXNet would. Empty when the arrays are not all dense CPU
-// arrays of one float dtype (the caller then goes through the operator); a wrong shape
-// throws InvalidArgument naming the argument.
+// [G*H, H], i2h_bias, h2h_bias}, on the inputs' device; the caller owns them. Waits for
+// pending writes to the inputs, as reading them through MXNet would. Empty when the arrays
+// are not all dense CPU arrays of one float dtype on one device (the caller then goes through
+// the operator); a wrong shape throws InvalidArgument naming the argument.
 std::vector<uintptr_t> nd_cell_step(const std::string& mode, bool reset_after, uintptr_t x,
                                     const std::vector<uintptr_t>& states,
                                     const std::vector<uintptr_t>& weights);
