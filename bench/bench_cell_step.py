@@ -84,7 +84,7 @@ def main():
     args = ap.parse_args()
     if args.worker:
         return worker(args)
-    results = []
+    results, load_start = [], os.getloadavg()
     print(f"{'engine':8s} {'thr':>3s} {'mode':5s} {'N':>3s} {'H':>4s} " +
           " ".join(f"{p + ' us/step':>17s}" for p in args.paths))
     for engine in args.engines:
@@ -102,8 +102,10 @@ def main():
                 print(f"{engine:8s} {n:3d} {row['mode']:5s} {row['N']:3d} {row['H']:4d} " +
                       " ".join(f"{row[p + '_us']:17.1f}" for p in args.paths), flush=True)
     with open(args.out, "w") as f:
+        # The machine is shared: its load average says how far to trust the figures.
         json.dump({"header": {"cpu_model": cpu_model(), "cores": os.cpu_count(),
-                              "steps_per_loop": STEPS, "argv": sys.argv[1:]},
+                              "steps_per_loop": STEPS, "argv": sys.argv[1:],
+                              "loadavg_start_end": [load_start, os.getloadavg()]},
                    "rows": results}, f, indent=1)
     print("wrote", args.out)
 
