@@ -1,12 +1,19 @@
-// A cell step straight on NDArray memory. Through MXNet, one step of a decoding loop costs
-// ~100 us of operator dispatch (Python arguments, shape and type inference through lib_api,
-// the engine), more than the step itself (~40 us for an LSTM at N = 1, H = 256). In inference
-// nothing needs the graph or the engine's scheduling, so this reads the inputs once their
-// pending writes are done and writes fresh arrays, which no other operator can see yet.
+// A cell step on NDArrays without MXNet's operator dispatch. Through MXNet, one step of a
+// decoding loop costs ~100 us of dispatch (Python arguments, shape and type inference through
+// lib_api), more than the step itself (~40 us for an LSTM at N = 1, H = 256). The engine is
+// still needed: it orders the step with every other read and write of its arrays (a write
+// pushed from another thread must not land while the kernel reads). So the step checks its
+// arguments here, allocates its outputs, and pushes the kernel to the engine with the inputs
+// as read and the outputs as write dependencies, as an operator would.
 #include "nd_step.h"
 
+#include <dlpack/dlpack.h>
+#include <dmlc/logging.h>
 #include <mxnet/c_api.h>
 
+#include <atomic>
+#include <memory>
+#include <new>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -20,20 +27,50 @@ namespace mxnet_ops {
 namespace {
 
 struct NDArrayApi {
-  decltype(&MXNDArrayWaitToRead) wait_to_read = nullptr;
   decltype(&MXNDArrayGetData) get_data = nullptr;
+  decltype(&MXNDArrayToDLPack) to_dlpack = nullptr;
   decltype(&MXNDArrayGetShapeEx) get_shape = nullptr;
   decltype(&MXNDArrayGetDType) get_dtype = nullptr;
   decltype(&MXNDArrayGetContext) get_context = nullptr;
   decltype(&MXNDArrayGetStorageType) get_storage_type = nullptr;
   decltype(&MXNDArrayCreateEx) create = nullptr;
+  decltype(&MXShallowCopyNDArray) shallow_copy = nullptr;
+  decltype(&MXNDArrayWaitToRead) wait_to_read = nullptr;
   decltype(&MXNDArrayFree) free = nullptr;
+  decltype(&MXEnginePushAsyncND) push_async = nullptr;
   decltype(&MXGetLastError) last_error = nullptr;
 };
 
 NDArrayApi g_api;
 
 constexpr int kCpu = 1, kDefaultStorage = 0, kFloat32 = 0, kFloat64 = 1;
+
+// mxnet::FnProperty::kAsync (mxnet/engine.h). The threaded engine runs such a function on the
+// thread that pushes it when its inputs are ready by then (as in a decoding loop, whose
+// previous step has run), else on a worker once they are. Pushed as a normal operation, the
+// step always went to MXNet's CPU worker, whose own OpenMP team then competes with the
+// caller's: 3-8x slower per step with 2 kernel threads on 2 cores, no faster with 1
+// (bench/bench_cell_step.py, on a shared machine).
+constexpr int kAsyncProperty = 4;
+
+// The engine's push functions take an mxnet::Context (mxnet/base.h) by address.
+struct EngineContext {
+  int32_t dev_type;
+  int32_t dev_id;
+};
+
+// mxnet::engine::CallbackOnComplete (mxnet/engine.h), whose operator()(error) is an inline
+// call of callback(engine, param, error): an asynchronous function's way to finish, and to
+// hand MXNet an error, which it then raises where the outputs are read (ThreadedEngine).
+// engine.h itself cannot be compiled without mshadow's BLAS configuration.
+struct EngineCallback {
+  void (*callback)(void* engine, void* param, const dmlc::Error* error);
+  void* engine;
+  void* param;
+};
+
+// Built while the library loads: reporting an error must not need memory.
+const dmlc::Error kNoMemoryForError("fusedrnn cell step failed: out of memory");
 
 void check(int status, const char* what) {
   if (status != 0)
@@ -44,20 +81,18 @@ struct Array {
   void* handle;
   const char* name;
   std::vector<int64_t> shape;
-  int dtype = -1;
-  bool usable = false;  // a dense CPU array
+  int dtype = -1, stype = -1, dev_type = 0, dev_id = 0;
 };
 
 Array inspect(uintptr_t handle, const char* name) {
   Array a{reinterpret_cast<void*>(handle), name, {}};
-  int ndim = 0, stype = -1, dev_type = 0, dev_id = 0;
+  int ndim = 0;
   const int* dims = nullptr;
-  check(g_api.get_storage_type(a.handle, &stype), "MXNDArrayGetStorageType");
-  check(g_api.get_context(a.handle, &dev_type, &dev_id), "MXNDArrayGetContext");
+  check(g_api.get_storage_type(a.handle, &a.stype), "MXNDArrayGetStorageType");
+  check(g_api.get_context(a.handle, &a.dev_type, &a.dev_id), "MXNDArrayGetContext");
   check(g_api.get_dtype(a.handle, &a.dtype), "MXNDArrayGetDType");
   check(g_api.get_shape(a.handle, &ndim, &dims), "MXNDArrayGetShapeEx");
   a.shape.assign(dims, dims + (ndim > 0 ? ndim : 0));
-  a.usable = stype == kDefaultStorage && dev_type == kCpu;
   return a;
 }
 
@@ -67,57 +102,131 @@ std::string shape_str(const std::vector<int64_t>& s) {
   return out + (s.size() == 1 ? ",)" : ")");
 }
 
+void expect_ndim(const Array& a, size_t ndim, const char* layout) {
+  if (a.shape.size() != ndim)
+    throw InvalidArgument(std::string(a.name) + " must have " + std::to_string(ndim) +
+                          " dimension" + (ndim == 1 ? " " : "s ") + layout + "; got shape " +
+                          shape_str(a.shape));
+}
+
 void expect_shape(const Array& a, const std::vector<int64_t>& shape) {
   if (a.shape != shape)
     throw InvalidArgument(std::string(a.name) + " has shape " + shape_str(a.shape) +
                           "; expected " + shape_str(shape));
 }
 
-template <typename T>
-const T* read(const Array& a) {
-  check(g_api.wait_to_read(a.handle), "MXNDArrayWaitToRead");
-  void* data = nullptr;
-  check(g_api.get_data(a.handle, &data), "MXNDArrayGetData");
-  return static_cast<const T*>(data);
-}
-
-// A new [rows, cols] CPU array (owned by the caller unless released) and its memory.
-struct NewArray {
-  void* handle = nullptr;
-  void* data = nullptr;
-  NewArray(int64_t rows, int64_t cols, int dtype) {
-    const uint32_t shape[2] = {static_cast<uint32_t>(rows), static_cast<uint32_t>(cols)};
-    check(g_api.create(shape, 2, kCpu, 0, 0, dtype, &handle), "MXNDArrayCreateEx");
-    if (g_api.get_data(handle, &data) != 0) {
-      g_api.free(handle);
-      throw std::runtime_error(std::string("MXNDArrayGetData failed: ") + g_api.last_error());
-    }
+// A handle of our own to an NDArray (sharing its memory), freed with this object.
+struct Handle {
+  void* h = nullptr;
+  Handle() = default;
+  explicit Handle(void* src) { check(g_api.shallow_copy(src, &h), "MXShallowCopyNDArray"); }
+  Handle(Handle&& o) noexcept : h(std::exchange(o.h, nullptr)) {}
+  Handle& operator=(Handle&&) = delete;
+  ~Handle() {
+    if (h) g_api.free(h);
   }
-  NewArray(const NewArray&) = delete;
-  NewArray& operator=(const NewArray&) = delete;
-  ~NewArray() {
-    if (handle) g_api.free(handle);
-  }
-  uintptr_t release() { return reinterpret_cast<uintptr_t>(std::exchange(handle, nullptr)); }
+  uintptr_t release() { return reinterpret_cast<uintptr_t>(std::exchange(h, nullptr)); }
 };
 
-template <typename T>
-std::vector<uintptr_t> step(const RnnDesc& d, const std::vector<Array>& in, int dtype) {
-  const bool lstm = d.mode == Mode::kLstm;
-  const Weights<T> w{read<T>(in[0]), read<T>(in[1]), read<T>(in[2]), read<T>(in[3]), nullptr};
-  const T* x = read<T>(in[4]);
-  const T* h = read<T>(in[5]);
-  const T* c = lstm ? read<T>(in[6]) : nullptr;
-  NewArray hy(d.batch, d.hidden_size, dtype);
-  NewArray cy(lstm ? d.batch : 0, lstm ? d.hidden_size : 0, dtype);
-  // y of a single step is hy: it goes to scratch.
-  std::vector<T> y(static_cast<size_t>(d.batch * d.hidden_size));
-  forward<T>(d, Valid(), x, w, h, c, y.data(), static_cast<T*>(hy.data),
-             lstm ? static_cast<T*>(cy.data) : nullptr, nullptr);
-  std::vector<uintptr_t> out{hy.release()};
-  if (lstm) out.push_back(cy.release());
-  return out;
+// A new [rows, cols] array, allocated now (not when first written, as MXNet would by
+// default), so that its address is fixed before the step is pushed.
+struct NewArray {
+  Handle handle;
+  void* data = nullptr;
+  NewArray(int64_t rows, int64_t cols, int dtype, const EngineContext& ctx) {
+    const uint32_t shape[2] = {static_cast<uint32_t>(rows), static_cast<uint32_t>(cols)};
+    check(g_api.create(shape, 2, ctx.dev_type, ctx.dev_id, 0, dtype, &handle.h),
+          "MXNDArrayCreateEx");
+    check(g_api.get_data(handle.h, &data), "MXNDArrayGetData");
+  }
+};
+
+// How the pushed step ended, for the caller when the engine ran it before the push returned
+// (NaiveEngine always does, and does not keep the error it is handed).
+struct Outcome {
+  std::atomic<int> state{kRunning};
+  std::string error;  // written before state becomes kFailed
+  enum { kRunning, kDone, kFailed };
+};
+
+constexpr const char* kNames[] = {"i2h_weight", "h2h_weight", "i2h_bias", "h2h_bias",
+                                  "inputs",     "states[0]",  "states[1]"};
+
+// What the pushed function owns: its own handles to the inputs (the caller's may be freed
+// before the engine runs it) and the outputs' memory (whose handles the caller gets; MXNet
+// frees the memory only after every operation queued on it has run).
+struct StepTask {
+  RnnDesc desc;
+  int dtype;
+  std::vector<Handle> inputs;  // i2h_weight, h2h_weight, i2h_bias, h2h_bias, x, h[, c]
+  void* hy;
+  void* cy;
+  std::shared_ptr<Outcome> outcome;
+
+  // The inputs' memory is looked up here, when the engine has finished their writers: an
+  // array that an operation still queued will write may not be allocated yet (MXNet
+  // allocates an operator's outputs when it runs). Not with MXNDArrayGetData, which on an
+  // array in a oneDNN layout waits for a reorder queued behind this very step (a deadlock):
+  // MXNDArrayToDLPack refuses such an array instead.
+  const void* data(size_t i) const {
+    DLManagedTensorHandle dl = nullptr;
+    if (g_api.to_dlpack(inputs[i].h, &dl) != 0)
+      throw std::runtime_error(std::string("cannot read ") + kNames[i] + ": " +
+                               g_api.last_error());
+    auto* t = static_cast<DLManagedTensor*>(dl);
+    const void* p = static_cast<const char*>(t->dl_tensor.data) + t->dl_tensor.byte_offset;
+    t->deleter(t);
+    return p;
+  }
+
+  template <typename T>
+  void run() const {
+    const bool lstm = desc.mode == Mode::kLstm;
+    const Weights<T> w{static_cast<const T*>(data(0)), static_cast<const T*>(data(1)),
+                       static_cast<const T*>(data(2)), static_cast<const T*>(data(3)), nullptr};
+    // The y of a single step is its hy.
+    forward<T>(desc, Valid(), static_cast<const T*>(data(4)), w, static_cast<const T*>(data(5)),
+               lstm ? static_cast<const T*>(data(6)) : nullptr, static_cast<T*>(hy), nullptr,
+               lstm ? static_cast<T*>(cy) : nullptr, nullptr);
+  }
+};
+
+void record_failure(Outcome& outcome, std::unique_ptr<dmlc::Error>& error,
+                    const char* message) noexcept {
+  try {
+    outcome.error = std::string("fusedrnn cell step failed: ") + message;
+    error.reset(new dmlc::Error(outcome.error));
+  } catch (...) {  // no memory for the message: kNoMemoryForError stands in
+  }
 }
+
+// Runs on an engine thread (or inline in the push with NaiveEngine). Nothing may escape it:
+// the arguments were checked before the push, so only an allocation (kernel scratch) or an
+// input in a oneDNN layout can fail here; the error goes to MXNet, and to the caller.
+void run_step(void* /*run_context*/, void* on_complete, void* param) noexcept {
+  auto* task = static_cast<StepTask*>(param);
+  Outcome& outcome = *task->outcome;
+  bool failed = false;
+  std::unique_ptr<dmlc::Error> error;
+  try {
+    task->dtype == kFloat64 ? task->run<double>() : task->run<float>();
+  } catch (const std::bad_alloc&) {
+    failed = true;
+    record_failure(outcome, error, "out of memory");
+  } catch (const std::exception& e) {
+    failed = true;
+    record_failure(outcome, error, e.what());
+  } catch (...) {
+    failed = true;
+    record_failure(outcome, error, "unknown exception");
+  }
+  outcome.state.store(failed ? Outcome::kFailed : Outcome::kDone, std::memory_order_release);
+  const auto* cb = static_cast<const EngineCallback*>(on_complete);
+  cb->callback(cb->engine, cb->param,
+               failed ? (error ? error.get() : &kNoMemoryForError) : nullptr);
+}
+
+void delete_task(void* param) noexcept { delete static_cast<StepTask*>(param); }
 
 }  // namespace
 
@@ -129,14 +238,17 @@ void set_ndarray_api(const std::map<std::string, uintptr_t>& functions) {
       throw InvalidArgument(std::string("the MXNet C API function ") + name + " is missing");
     *slot = reinterpret_cast<std::remove_pointer_t<decltype(slot)>>(it->second);
   };
-  take("MXNDArrayWaitToRead", &api.wait_to_read);
   take("MXNDArrayGetData", &api.get_data);
+  take("MXNDArrayToDLPack", &api.to_dlpack);
   take("MXNDArrayGetShapeEx", &api.get_shape);
   take("MXNDArrayGetDType", &api.get_dtype);
   take("MXNDArrayGetContext", &api.get_context);
   take("MXNDArrayGetStorageType", &api.get_storage_type);
   take("MXNDArrayCreateEx", &api.create);
+  take("MXShallowCopyNDArray", &api.shallow_copy);
+  take("MXNDArrayWaitToRead", &api.wait_to_read);
   take("MXNDArrayFree", &api.free);
+  take("MXEnginePushAsyncND", &api.push_async);
   take("MXGetLastError", &api.last_error);
   g_api = api;
 }
@@ -158,40 +270,73 @@ std::vector<uintptr_t> nd_cell_step(const std::string& mode, bool reset_after, u
     throw InvalidArgument("states must hold " + std::to_string(n_states) + " arrays; got " +
                           std::to_string(states.size()));
   if (weights.size() != 4) throw InvalidArgument("weights must hold 4 arrays");
-  const char* const names[] = {"i2h_weight", "h2h_weight", "i2h_bias", "h2h_bias",
-                               "inputs",     "states[0]",  "states[1]"};
   std::vector<uintptr_t> handles(weights);
   handles.push_back(x);
   handles.insert(handles.end(), states.begin(), states.end());
   std::vector<Array> in;
-  for (size_t i = 0; i < handles.size(); ++i) in.push_back(inspect(handles[i], names[i]));
-  const int dtype = in[4].dtype;
+  for (size_t i = 0; i < handles.size(); ++i) in.push_back(inspect(handles[i], kNames[i]));
+  // Only dense CPU arrays of one float dtype on one device; the operator takes the rest (and
+  // reports a device mismatch in MXNet's words).
+  const Array& xa = in[4];
   for (const Array& a : in)
-    if (!a.usable || a.dtype != dtype || (dtype != kFloat32 && dtype != kFloat64)) return {};
+    if (a.stype != kDefaultStorage || a.dev_type != kCpu || a.dev_id != xa.dev_id ||
+        a.dtype != xa.dtype || (xa.dtype != kFloat32 && xa.dtype != kFloat64))
+      return {};
 
-  // The parameters fix the sizes; the arrays passed in must fit them.
+  // Every array's full shape is checked against the sizes before any memory is read.
   const int64_t G = gate_count(d.mode);
-  if (in[0].shape.size() != 2 || in[1].shape.size() != 2 || in[1].shape[0] % G != 0)
-    throw InvalidArgument("i2h_weight and h2h_weight must be [" + std::to_string(G) +
-                          " * hidden_size, input_size] and [" + std::to_string(G) +
-                          " * hidden_size, hidden_size]; got shapes " + shape_str(in[0].shape) +
-                          " and " + shape_str(in[1].shape));
-  if (in[4].shape.size() != 2 || in[4].shape[0] == 0 || in[4].shape[1] == 0)
+  expect_ndim(in[1], 2, "[G * hidden_size, hidden_size]");
+  if (in[1].shape[0] % G != 0 || in[1].shape[0] == 0)
+    throw InvalidArgument("h2h_weight has " + std::to_string(in[1].shape[0]) + " rows; "
+                          "expected a positive multiple of " + std::to_string(G) +
+                          " (gates) for mode '" + mode + "'");
+  expect_ndim(in[0], 2, "[G * hidden_size, input_size]");
+  if (xa.shape.size() != 2 || xa.shape[0] == 0 || xa.shape[1] == 0)
     throw InvalidArgument("inputs of a step must have shape [N, C] (no zero-size dimension); "
-                          "got " + shape_str(in[4].shape));
+                          "got " + shape_str(xa.shape));
   d.steps = 1;
-  d.batch = in[4].shape[0];
+  d.batch = xa.shape[0];
   d.input_size = in[0].shape[1];
   d.hidden_size = in[1].shape[0] / G;
   d.reset_after = reset_after;
   const int64_t N = d.batch, C = d.input_size, H = d.hidden_size;
-  expect_shape(in[4], {N, C});
+  expect_shape(in[0], {G * H, C});
   expect_shape(in[1], {G * H, H});
   expect_shape(in[2], {G * H});
   expect_shape(in[3], {G * H});
+  expect_shape(xa, {N, C});
   for (size_t i = 5; i < in.size(); ++i) expect_shape(in[i], {N, H});
   validate(d, nullptr);
-  return dtype == kFloat64 ? step<double>(d, in, dtype) : step<float>(d, in, dtype);
+
+  const EngineContext ctx{xa.dev_type, xa.dev_id};
+  const bool lstm = d.mode == Mode::kLstm;
+  NewArray hy(N, H, xa.dtype, ctx);
+  std::unique_ptr<NewArray> cy(lstm ? new NewArray(N, H, xa.dtype, ctx) : nullptr);
+  std::unique_ptr<StepTask> task(new StepTask{d, xa.dtype, {}, hy.data, cy ? cy->data : nullptr,
+                                              std::make_shared<Outcome>()});
+  for (const Array& a : in) task->inputs.emplace_back(a.handle);
+  std::vector<void*> reads, writes{hy.handle.h};
+  for (const Handle& h : task->inputs) reads.push_back(h.h);
+  if (cy) writes.push_back(cy->handle.h);
+  const std::shared_ptr<Outcome> outcome = task->outcome;
+  // From here MXNet owns the task: it calls delete_task once the step has run, or when a
+  // failed push unwinds (a push failing before MXNet has wrapped it, which only an allocation
+  // failure can, leaks it).
+  check(g_api.push_async(run_step, task.release(), delete_task, &ctx, reads.data(),
+                         static_cast<int>(reads.size()), writes.data(),
+                         static_cast<int>(writes.size()), &kAsyncProperty, 0,
+                         "fusedrnn_cell_step", false),
+        "MXEnginePushAsyncND");
+  if (outcome->state.load(std::memory_order_acquire) == Outcome::kFailed) {
+    // It already ran and failed. A threaded engine kept the error on the outputs as well:
+    // reading them takes it back, so that it is not raised a second time later.
+    g_api.wait_to_read(hy.handle.h);
+    throw std::runtime_error(outcome->error.empty() ? kNoMemoryForError.what()
+                                                    : outcome->error);
+  }
+  std::vector<uintptr_t> out{hy.handle.release()};
+  if (cy) out.push_back(cy->handle.release());
+  return out;
 }
 
 }  // namespace mxnet_ops

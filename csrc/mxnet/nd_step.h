@@ -1,6 +1,6 @@
-// One cell step on MXNet NDArrays, outside MXNet's operator machinery: the inference step of
-// fusedrnn's Gluon cells (decoding loops). Plain types only, so the Python glue can bind it
-// without MXNet's headers.
+// One cell step on MXNet NDArrays through MXNet's engine but without its operator dispatch:
+// the inference step of fusedrnn's Gluon cells (decoding loops). Plain types only, so the
+// Python glue can bind it without MXNet's headers.
 #pragma once
 
 #include <cstdint>
@@ -17,10 +17,15 @@ void set_ndarray_api(const std::map<std::string, uintptr_t>& functions);
 
 // The handles of the NDArrays [h', c'] (LSTM) or [h'] after one step of cell `mode` from
 // x [N, C] and states [h [N, H], c [N, H]], with weights {i2h_weight [G*H, C], h2h_weight
-// [G*H, H], i2h_bias, h2h_bias}; the caller owns them. Waits for pending writes to the
-// inputs, as reading them through MXNet would. Empty when the arrays are not all dense CPU
-// arrays of one float dtype (the caller then goes through the operator); a wrong shape
-// throws InvalidArgument naming the argument.
+// [G*H, H], i2h_bias, h2h_bias}, on the inputs' device; the caller owns them. The step is
+// pushed to MXNet's engine like an operator: it runs after every write queued before it on
+// its inputs and before any queued after it, and its outputs are pending until it has run.
+// (It runs before this returns when its inputs are ready by then, else on an engine worker
+// once they are.) Empty when the arrays are not all dense CPU arrays of one float dtype on
+// one device (the caller then goes through the operator); a wrong shape throws
+// InvalidArgument naming the argument, before anything is pushed. A failure while the step
+// runs (the checks leave out-of-memory) is raised where the outputs are read, as MXNet
+// raises an operator's; or here, as std::runtime_error, if the step ran before this returned.
 std::vector<uintptr_t> nd_cell_step(const std::string& mode, bool reset_after, uintptr_t x,
                                     const std::vector<uintptr_t>& states,
                                     const std::vector<uintptr_t>& weights);

@@ -29,8 +29,9 @@ __all__ = ["LSTMCell", "GRUCell", "RNNCell"]
 _PARAMS = ("i2h_weight", "h2h_weight", "i2h_bias", "h2h_bias")
 
 _C._set_ndarray_api({name: ctypes.cast(getattr(_LIB, name), ctypes.c_void_p).value for name in (
-    "MXNDArrayWaitToRead", "MXNDArrayGetData", "MXNDArrayGetShapeEx", "MXNDArrayGetDType",
-    "MXNDArrayGetContext", "MXNDArrayGetStorageType", "MXNDArrayCreateEx", "MXNDArrayFree",
+    "MXNDArrayGetData", "MXNDArrayToDLPack", "MXNDArrayGetShapeEx", "MXNDArrayGetDType",
+    "MXNDArrayGetContext", "MXNDArrayGetStorageType", "MXNDArrayCreateEx",
+    "MXShallowCopyNDArray", "MXNDArrayWaitToRead", "MXNDArrayFree", "MXEnginePushAsyncND",
     "MXGetLastError")})
 
 
@@ -109,7 +110,7 @@ class _FusedCell:
                                    [s.handle.value for s in states],
                                    [w.handle.value for w in weights])
         if not handles:
-            return None  # not all dense float CPU arrays of one dtype
+            return None  # not all dense float CPU arrays of one dtype on one device
         self._counter += 1  # as gluon's RecurrentCell.forward, which this step bypasses
         out = [ndarray.NDArray(NDArrayHandle(h)) for h in handles]
         return out[0], out
