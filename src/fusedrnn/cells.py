@@ -5,12 +5,13 @@ Each class subclasses its gluon.rnn counterpart, so the constructor, parameter n
 are MXNet's, and the cells compose with SequentialRNNCell, BidirectionalCell, ResidualCell,
 DropoutCell and ZoneoutCell. A step (`cell(x, states)`, e.g. in a decoding loop) is one fused
 operator (`_fusedrnn_layer` over a single step); outside autograd recording, on CPU arrays, the
-step runs straight on the arrays' memory instead (see `_FusedCell.forward`). `unroll` runs the whole sequence as one
+step is pushed to MXNet's engine straight, without an operator's dispatch (see
+`_FusedCell.forward` and csrc/mxnet/nd_step.cc). `unroll` runs the whole sequence as one
 `_fusedrnn_layer`, imperatively or in a graph; with `valid_length` no work is spent on
 padding: outputs past a sample's length are 0 and its states come from its last valid step,
-as gluon's unroll returns them (return types included). A cell built with activations the fused operator
-does not have (other than MXNet's defaults, or tanh/relu for RNNCell) falls back to gluon's
-own step and unroll.
+as gluon's unroll returns them (return types included). A cell built with activations the
+fused operator does not have (other than MXNet's defaults, or tanh/relu for RNNCell) falls
+back to gluon's own step and unroll.
 """
 import ctypes
 
