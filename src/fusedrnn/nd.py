@@ -135,13 +135,15 @@ def _shaped_like_data(data, parameters, state, state_cell, mode, num_layers, dir
     zeros_n = F.zeros_like(F.slice_axis(F.slice_axis(data, axis=0, begin=0, end=1), axis=2,
                                         begin=0, end=1))                           # [1, N, 1]
 
-    def like(x, rhs):
-        return F._internal._identity_with_attr_like_rhs(x, rhs)
+    def like(x, rhs, arg):
+        # Named after the argument: a shape that contradicts data's fails there.
+        return F._internal._identity_with_attr_like_rhs(x, rhs, name=f"{arg}_shape_from_data")
 
-    parameters = like(parameters, like_params)
-    state = like(state, F.tile(zeros_n, reps=(layers, 1, P)))
+    parameters = like(parameters, like_params, "parameters")
+    state = like(state, F.tile(zeros_n, reps=(layers, 1, P)), "state")
     if state_cell is not None:
-        state_cell = like(state_cell, F.tile(zeros_n, reps=(layers, 1, state_size)))
+        state_cell = like(state_cell, F.tile(zeros_n, reps=(layers, 1, state_size)),
+                          "state_cell")
     return parameters, state, state_cell
 
 
