@@ -35,10 +35,10 @@ void gru_forward(const FwdArgs<T>& a) {
 
   // Packed recurrent weights: reset_after, one product for r z n; reset before, r z first
   // and n (from r * h) after. Unpacked, the recurrent products of the step go to gh.
-  const int64_t w_size = direct ? d.batch * G : panels * H * G * L;
+  const int64_t w_size = direct ? d.batch * G : packed_gates_size<T>(H, H, 3);
   Buffer<T> scratch(w_size + (keep ? 0 : p.rows * S));
   T* w_rz = scratch.get();
-  T* w_n = w_rz + panels * H * 2 * L;
+  T* w_n = w_rz + packed_gates_size<T>(H, H, 2);
   T* gh = scratch.get();
   T* rows = keep ? a.extra : w_rz + w_size;
 
@@ -157,11 +157,11 @@ void gru_backward_panels(const BwdArgs<T>& a) {
   // reset_after: the recurrent pre-activation gradient differs from dgx in the n block
   // (scaled by r), so it gets its own packed buffer. Reset before: they are equal, and one
   // step needs dL/d(r*h). Packed weights: W_hh whole (reset_after), or W_hn and W_hr,hz.
-  const int64_t w_size = panels * G * W;
+  const int64_t w_size = packed_columns_size<T>(G, H, V);
   Buffer<T> scratch(w_size + (d.reset_after ? p.rows * G : d.batch * H));
   T* w_all = scratch.get();
   T* w_n = w_all;
-  T* w_rz = w_all + panels * H * W;
+  T* w_rz = w_all + packed_columns_size<T>(H, H, V);
   T* dgh = d.reset_after ? w_all + w_size : dgx;
   T* drh = w_all + w_size;
   const Vec<T> zero = {};

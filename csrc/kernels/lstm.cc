@@ -109,15 +109,15 @@ void lstm_forward(const FwdArgs<T>& a) {
   // One step (a cell): the weights are used once, so packing them would not pay; the general
   // GEMM computes the gates and the cell update runs on them.
   const bool direct = p.steps == 1;
-  const bool fuse_input = !direct && unit_panels * L * G * (C + P) *
+  const bool fuse_input = !direct && packed_gates_size<T>(H, C + P, 4) *
                                          static_cast<int64_t>(sizeof(T)) <= kFuseBytes * threads;
   const int64_t K = fuse_input ? C + P : P;
 
   const bool need_gates = keep || !fuse_input;
   const int64_t gates_ws = keep || !need_gates ? 0 : p.rows * G;
   const int64_t hraw_ws = proj && !keep ? d.batch * H : 0;
-  const int64_t w_size = direct ? 0 : unit_panels * K * G * L;
-  const int64_t w_hr_size = proj && !direct ? proj_panels * H * L : 0;
+  const int64_t w_size = direct ? 0 : packed_gates_size<T>(H, K, 4);
+  const int64_t w_hr_size = proj && !direct ? packed_gates_size<T>(P, H, 1) : 0;
   Buffer<T> scratch(G + gates_ws + hraw_ws + w_size + w_hr_size);
   T* bias = scratch.get();
   T* gates = keep ? a.extra : need_gates ? bias + G : nullptr;
@@ -208,7 +208,8 @@ void lstm_backward_panels(const BwdArgs<T>& a) {
   // Packed weights for dh = dG @ W_hh (and dh' = dr @ W_hr), in panels of W columns.
   const int64_t W = V * kLanes<T>;
   const int64_t col_panels = column_blocks<T>(P, V), unit_panels = column_blocks<T>(H, V);
-  const int64_t w_hh_size = col_panels * G * W, w_hr_size = proj ? unit_panels * P * W : 0;
+  const int64_t w_hh_size = packed_columns_size<T>(G, P, V);
+  const int64_t w_hr_size = proj ? packed_columns_size<T>(P, H, V) : 0;
   // With projection: dr packed over all steps (for dW_hr) and dh' for one step.
   Buffer<T> scratch(w_hh_size + w_hr_size + (proj ? p.rows * P + d.batch * H : 0));
   T* w_hh = scratch.get();

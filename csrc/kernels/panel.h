@@ -118,6 +118,20 @@ constexpr int64_t column_blocks(int64_t columns, int V) {
   return (columns + V * kLanes<T> - 1) / (V * kLanes<T>);
 }
 
+// Elements that pack_gates (every panel of `units`, k_total reduction rows, `gates` gates) and
+// pack_columns (w [K, N] with V) write. Every buffer of packed weights, and every choice made
+// on whether they fit in cache, takes its size from here rather than from its own product of
+// the dimensions: the families' G is gates * H, not the gate count, and a size written out by
+// hand with it was H times too large (17 GB reserved for an LSTM at H = 1024).
+template <typename T>
+constexpr int64_t packed_gates_size(int64_t units, int64_t k_total, int gates) {
+  return unit_blocks<T>(units) * k_total * gates * kLanes<T>;
+}
+template <typename T>
+constexpr int64_t packed_columns_size(int64_t K, int64_t N, int V) {
+  return column_blocks<T>(N, V) * K * V * kLanes<T>;
+}
+
 // Calls body(m) with m = Full{} if a whole vector starting at j fits below end, else with the
 // count that does.
 template <typename T, typename Body>

@@ -13,7 +13,7 @@ template <typename T>
 void input_gradient(int64_t rows, int64_t GH, int64_t C, const T* dg, const T* w_ih, T* dx) {
   constexpr int V = 4;
   const int64_t panels = column_blocks<T>(C, V);
-  Buffer<T> packed(panels * GH * V * kLanes<T>);
+  Buffer<T> packed(packed_columns_size<T>(GH, C, V));
   pack_columns(w_ih, GH, C, V, C, 0, panels, packed.get());
   const int threads = rows * GH * C < (int64_t{1} << 22) ? 1 : loop_threads();
   parallel_run(threads, [&](int tid, int n, Barrier&) {

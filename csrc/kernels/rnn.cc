@@ -20,7 +20,7 @@ void rnn_forward(const FwdArgs<T>& a) {
   const bool relu = d.mode == Mode::kRnnRelu;
   const int64_t panels = unit_blocks<T>(H);
 
-  Buffer<T> scratch(H + panels * H * L);
+  Buffer<T> scratch(H + packed_gates_size<T>(H, H, 1));
   T* bias = scratch.get();
   T* w_hh = bias + H;
   for (int64_t j = 0; j < H; ++j) bias[j] = a.w.b_ih[j] + a.w.b_hh[j];
@@ -68,7 +68,7 @@ void rnn_backward_panels(const BwdArgs<T>& a) {
   const bool relu = d.mode == Mode::kRnnRelu;
   const int64_t panels = column_blocks<T>(H, V);
 
-  Buffer<T> w_hh(panels * H * W);
+  Buffer<T> w_hh(packed_columns_size<T>(H, H, V));
   const int threads = threads_for(p.steps ? p.batch[0] : 0, p.rows, H, H * H);
   parallel_run(threads, [&](int tid, int n, Barrier& barrier) {
     // Each thread's units are also its columns of dh: what its product writes is what its

@@ -5,18 +5,22 @@
 // (-DFUSEDRNN_SANITIZE="address;undefined", LeakSanitizer on at exit) or valgrind, where it
 // must finish with no report. It also checks what it computes, so that a sanitizer run that
 // changed the numbers would not pass:
-//   - a repeated call gives bit-identical outputs and gradients;
+//   - a repeated call gives bit-identical outputs and gradients, and an inference forward
+//     (no reserve: the kernels' own buffers) gives the training forward's outputs;
 //   - skipped positions: y is 0 (lengths) or carries the previous output (masks), dx is 0;
 //     the final state is the output of the last visited step (h0 for length 0);
 //   - clipping keeps cy inside [clip_min, clip_max];
 //   - float64 gradients match central differences of the loss sum(dy*y) + sum(dhy*hy) +
-//     sum(dcy*cy) on sampled coordinates of every input (cases without clipping).
+//     sum(dcy*cy) on sampled coordinates of every input (cases without clipping);
+//   - at a large hidden size, a call reserves address space in proportion to what it needs
+//     (peak virtual memory), not to H times that.
 // Exit status 0 when every check holds; otherwise the failures are printed and it is 1.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <cstdlib>
+#include <new>
 #include <random>
 #include <string>
 #include <tuple>
@@ -201,6 +205,34 @@ Run<T> run(const Problem<T>& p) {
 }
 
 template <typename T>
+Run<T> infer(const Problem<T>& p) {
+  const RnnDesc& d = p.desc;
+  const bool lstm = d.mode == Mode::kLstm;
+  Run<T> r;
+  r.y.assign(d.steps * d.batch * d.out_size(), T(-7));
+  r.hy.assign(d.batch * d.out_size(), T(-7));
+  if (lstm) r.cy.assign(d.batch * d.hidden_size, T(-7));
+  fusedrnn::forward<T>(d, p.valid(), p.x.data(), p.weights(), p.h0.data(),
+                       lstm ? p.c0.data() : nullptr, r.y.data(), r.hy.data(),
+                       lstm ? r.cy.data() : nullptr, nullptr);
+  return r;
+}
+
+// A virtual memory figure of this process in KiB ("VmSize", or the peak "VmPeak"), or -1
+// where /proc does not tell.
+long vm_kib(const char* key) {
+  std::FILE* f = std::fopen("/proc/self/status", "r");
+  if (f == nullptr) return -1;
+  const std::string format = std::string(key) + ": %ld kB";
+  char line[256];
+  long kib = -1;
+  while (std::fgets(line, sizeof line, f) != nullptr)
+    if (std::sscanf(line, format.c_str(), &kib) == 1) break;
+  std::fclose(f);
+  return kib;
+}
+
+template <typename T>
 bool same_bits(const std::vector<T>& a, const std::vector<T>& b) {
   return a.size() == b.size() &&
          (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0);
@@ -276,6 +308,11 @@ void check_case(const Case& c, unsigned seed) {
                             {"dw_hr", &r.dw_hr, &again.dw_hr}, {"dh0", &r.dh0, &again.dh0},
                             {"dc0", &r.dc0, &again.dc0}}) {
     if (!same_bits(*a, *b)) fail(where, std::string(name) + " differs on a repeated call");
+  }
+  const Run<T> inference = infer(p);
+  for (auto [name, a, b] : {std::tuple{"y", &r.y, &inference.y}, {"hy", &r.hy, &inference.hy},
+                            {"cy", &r.cy, &inference.cy}}) {
+    if (!same_bits(*a, *b)) fail(where, std::string(name) + " of inference differs");
   }
 
   for (int64_t n = 0; n < N; ++n) {
@@ -383,6 +420,24 @@ int main() {
   for (Mode m : {Mode::kLstm, Mode::kGru, Mode::kRnnTanh}) {
     check_case<float>({m, 0, 3, 2, 5, 0, Positions::kAll}, seed);
     check_case<float>({m, 3, 0, 2, 5, 0, Positions::kLengths}, seed);
+  }
+  // A large hidden size, on two threads: packed weights of ~G * H^2 elements (38 MB for the
+  // LSTM here), and no more address space than a few times that (the peak also counts what
+  // AddressSanitizer holds in quarantine). Sizes that counted the gate columns (G * H) where
+  // the layout has G gates reserved H times the packed weights: 58 GB at H = 1536. The peak
+  // cannot be reset, so the check takes VmPeak after less VmSize before (an upper bound).
+  for (Mode m : {Mode::kLstm, Mode::kGru, Mode::kRnnTanh}) {
+    const Case c{m, 3, 3, 8, 1536, 0, Positions::kLengths, false, true, false, false, 2};
+    const long before = vm_kib("VmSize");
+    try {
+      check_case<float>(c, seed);
+    } catch (const std::bad_alloc&) {
+      fail(describe(c, "float32"), "out of memory");
+    }
+    const long grown = vm_kib("VmPeak") - before;
+    if (before > 0 && grown > (long{1} << 20))
+      fail(describe(c, "float32"), "virtual memory grew by " + std::to_string(grown >> 10) +
+                                       " MiB");
   }
   // Bad arguments throw InvalidArgument (no crash, nothing leaked on the way out).
   {
