@@ -66,8 +66,8 @@ def cases():
              False),
             ("LSTMCell(40) stepped 24x, N=32, train, static graph", stepper(40, 24),
              (32, 24, 40), True),
-            ("LSTMCell(650) stepped 35x, N=32, train, static graph", stepper(650, 35),
-             (32, 35, 650), True)]
+            ("LSTMCell(256) stepped 35x, N=32, train, static graph", stepper(256, 35),
+             (32, 35, 256), True)]
 
 
 def timed(net, x, train, repeats):
