@@ -4,7 +4,8 @@ Every differentiable input of a fusedrnn operator reaches it through one of MXNe
 operators (fusedrnn/_op.py: a reshape view under autograd, an identity in a graph, shared by
 up to 7 uses of a graph input). This times training steps with that wrapping and, in the same
 process, with it switched off (which gives wrong gradients wherever MXNet sums in place, so it
-is only a yardstick): median of repeats after warm-up, mx.nd.waitall() before each clock read.
+is only a yardstick), and the same model with gluon.rnn for scale: median of repeats after
+warm-up, mx.nd.waitall() before each clock read.
 
     python bench/bench_seams.py [--threads 2] [--repeats 15] [--out bench/results/seams.json]
 """
@@ -25,11 +26,11 @@ from fusedrnn import _op
 class Stepper(gluon.HybridBlock):
     """A cell stepped T times in one graph (GluonTS DeepAR, ZoneoutCell, decoders)."""
 
-    def __init__(self, hidden, steps, **kwargs):
+    def __init__(self, hidden, steps, rnn=fusedrnn, **kwargs):
         super().__init__(**kwargs)
         self.steps = steps
         with self.name_scope():
-            self.cell = fusedrnn.LSTMCell(hidden, input_size=hidden)
+            self.cell = rnn.LSTMCell(hidden, input_size=hidden)
 
     def hybrid_forward(self, F, x):
         states = self.cell.begin_state(batch_size=0, func=F.zeros)
@@ -44,8 +45,8 @@ class Stepper(gluon.HybridBlock):
 def cases():
     """(name, block factory, input shape, train?)"""
     def layer(hybridize):
-        def make():
-            net = fusedrnn.LSTM(128, input_size=64)
+        def make(rnn=fusedrnn):
+            net = rnn.LSTM(128, input_size=64)
             net.initialize()
             if hybridize:
                 net.hybridize(static_alloc=True, static_shape=True)
@@ -53,8 +54,8 @@ def cases():
         return make
 
     def stepper(hidden, steps):
-        def make():
-            net = Stepper(hidden, steps)
+        def make(rnn=fusedrnn):
+            net = Stepper(hidden, steps, rnn)
             net.initialize()
             net.hybridize(static_alloc=True, static_shape=True)
             return net
@@ -70,24 +71,26 @@ def cases():
              (32, 35, 256), True)]
 
 
-def timed(net, x, train, repeats):
-    def call():
+def timed(variants, x, train, repeats):
+    """Median ms per call of each (net, req_safe) variant, interleaved call by call so that
+    a shared machine's drift hits all of them alike."""
+    def call(net, seam):
+        _op.req_safe = seam
         if train:
             with autograd.record():
                 y = net(x)
             y.backward()
         else:
             net(x)
-    for _ in range(3):
-        call()
-    mx.nd.waitall()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
         mx.nd.waitall()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
+    times = [[] for _ in variants]
+    for i in range(3 + repeats):
+        for variant, record in zip(variants, times):
+            start = time.perf_counter()
+            call(*variant)
+            if i >= 3:
+                record.append(time.perf_counter() - start)
+    return [statistics.median(record) * 1e3 for record in times]
 
 
 def cpu_model():
@@ -111,16 +114,15 @@ def main():
     rows = []
     for name, make, shape, train in cases():
         x = mx.nd.random.normal(shape=shape)
-        result = {}
-        for label, fn in (("with", wrapped), ("without", unwrapped), ("with ", wrapped)):
-            _op.req_safe = fn
-            result.setdefault(label.strip(), []).append(timed(make(), x, train, args.repeats))
+        with_ms, without_ms, gluon_ms = timed(
+            [(make(), wrapped), (make(), unwrapped), (make(gluon.rnn), wrapped)],
+            x, train, args.repeats)
         _op.req_safe = wrapped
-        with_ms, without_ms = min(result["with"]), result["without"][0]
         rows.append(dict(case=name, with_ms=round(with_ms, 3), without_ms=round(without_ms, 3),
-                         overhead=round(with_ms / without_ms - 1, 3)))
-        print(f"{name:55s} with {with_ms:9.2f} ms  without {without_ms:9.2f} ms  "
-              f"{rows[-1]['overhead']:+.1%}", flush=True)
+                         overhead=round(with_ms / without_ms - 1, 3),
+                         gluon_ms=round(gluon_ms, 3)))
+        print(f"{name:55s} with {with_ms:8.2f} ms  without {without_ms:8.2f} ms  "
+              f"{rows[-1]['overhead']:+6.1%}  gluon.rnn {gluon_ms:8.2f} ms", flush=True)
     if args.out:
         with open(args.out, "w") as f:
             json.dump(dict(machine=dict(cpu=cpu_model(), cpus=os.cpu_count(),
