@@ -97,3 +97,9 @@ def test_relative_links_resolve():
             if path and "://" not in path and not (doc.parent / path).exists():
                 broken.append(f"{doc.relative_to(ROOT)}: {target}")
     assert not broken, broken
+
+
+def test_readme_test_command_is_what_ci_runs():
+    readme, ci = (ROOT / "README.md").read_text(), (ROOT / ".ci" / "run").read_text()
+    for command in ('pip install ".[test]"', "python -m pytest tests -q"):
+        assert command in readme and command in ci, command
