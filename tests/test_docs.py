@@ -88,13 +88,26 @@ def test_runner_names_the_file_and_line_of_a_failure(tmp_path):
     assert run_block(good, good_first, good_code, tmp_path).returncode == 0
 
 
+def anchors(path):
+    """GitHub's anchors for a Markdown file's headings: lower case, punctuation dropped,
+    spaces as hyphens (headings inside fenced blocks are not headings)."""
+    text = re.sub(r"^```.*?^```", "", path.read_text(), flags=re.S | re.M)
+    return {re.sub(r"[^\w\- ]", "", title.strip().lower()).replace(" ", "-")
+            for title in re.findall(r"^#{1,6} (.*)$", text, flags=re.M)}
+
+
 def test_relative_links_resolve():
-    # Sections moved between README.md and docs/; a link to a file that is not there is stale.
+    # Sections moved between README.md and docs/; a link to a file or heading that is not
+    # there is stale.
     broken = []
     for doc in DOCS:
         for target in re.findall(r"\]\(([^)\s]+)\)", doc.read_text()):
-            path = target.split("#")[0]
-            if path and "://" not in path and not (doc.parent / path).exists():
+            path, _, anchor = target.partition("#")
+            if "://" in target:
+                continue
+            linked = (doc.parent / path) if path else doc
+            if not linked.exists() or (anchor and linked.suffix == ".md"
+                                       and anchor not in anchors(linked)):
                 broken.append(f"{doc.relative_to(ROOT)}: {target}")
     assert not broken, broken
 
