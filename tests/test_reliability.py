@@ -198,7 +198,7 @@ def test_mxnet_op_and_gluon_layer_memory_flat():
     """10,000 training calls of the MXNet operator under autograd and 2,000 training steps of
     a hybridized Gluon layer, in a fresh process: after an operator has once failed (the
     bad-argument tests), MXNet 1.9.1 leaks on every later call into the library (see
-    README, Testing), which is not what this measures."""
+    docs/testing.md), which is not what this measures."""
     out = run_script(MXNET_MEMORY_SCRIPT, timeout=300)
     grown = json.loads(out.strip().splitlines()[-1])
     assert grown["op"] < RSS_BOUND, f"operator: RSS grew by {grown['op'] / 2**20:.1f} MiB"
