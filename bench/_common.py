@@ -421,12 +421,12 @@ def cross_check(checks, outputs, valid):
     return diffs, errors
 
 
-def measure_row(case, factories, checks, phases, shared, timing, quiet_s, valid=True):
+def measure_row(case, factories, checks, phases, shared, timing, quiet, valid=True):
     """In a worker: builds the implementations of one row, checks their outputs (against
     references from this process or, through the folder `shared`, from workers that ran this
     row before), stores its own for the next workers, and times each phase. An implementation
     that fails or disagrees is not timed. Returns {"maxdiff", "phases": {phase: {"impls",
-    "background_cores"}}}. timing: keyword arguments of timed."""
+    "background_cores"}}}. timing, quiet: keyword arguments of timed, quietly."""
     import numpy as np
     built, errors, outs = {}, {}, {}
     for name, make in factories.items():
@@ -456,7 +456,7 @@ def measure_row(case, factories, checks, phases, shared, timing, quiet_s, valid=
            for phase in phases}
     result = {"maxdiff": diffs, "phases": {}}
     for phase in phases:
-        res, load = quietly(lambda: timed(fns[phase], **timing), quiet_s)
+        res, load = quietly(lambda: timed(fns[phase], **timing), **quiet)
         res.update({k: {"error": e} for k, e in errors.items() if k in factories})
         result["phases"][phase] = {"impls": {k: res[k] for k in factories if k in res},
                                    "background_cores": load}
@@ -629,12 +629,12 @@ def serve_rows(args, groups, factories, checks, make_case, peak_group):
             valid = (np.arange(case.T)[:, None] < case.lengths[None])[..., None]
         return measure_row(case, factories[args.worker].get(req["kind"], {}),
                            checks.get(req["kind"], {}), req["phases"], req["shared"],
-                           req["timing"], req["quiet_s"], valid)
+                           req["timing"], req["quiet"], valid)
 
     serve(handle)
 
 
-def measure_rows(args, header, groups, plan, make_case, timing, quiet_s, worker_argv=()):
+def measure_rows(args, header, groups, plan, make_case, timing, quiet, worker_argv=()):
     """For each thread count: one worker process per group of libraries ({name: (MXNet engine,
     modules)}; the first group computes the references), and per row of the plan ((kind,
     case arguments, phases)) each worker in turn, so that a row's figures are taken minutes
@@ -642,7 +642,7 @@ def measure_rows(args, header, groups, plan, make_case, timing, quiet_s, worker_
     import tempfile
     rows = []
     for n in args.threads:
-        wait_for_quiet(30.0)
+        wait_for_quiet(quiet["quiet_s"])
         workers = [Worker(g, n, engine, worker_argv) for g, (engine, _) in groups.items()]
         try:
             peak = {}
@@ -656,7 +656,7 @@ def measure_rows(args, header, groups, plan, make_case, timing, quiet_s, worker_
                         "padding_fraction": 1 - case.tokens / (case.T * case.N)}
                 with tempfile.TemporaryDirectory() as shared:
                     parts = [w(op="row", kind=kind, spec=list(spec), phases=list(phases),
-                               shared=shared, timing=timing, quiet_s=quiet_s)
+                               shared=shared, timing=timing, quiet=quiet)
                              for w in workers]
                 for phase in phases:
                     row = merge_row(base, parts, phase, n)

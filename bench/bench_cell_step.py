@@ -71,7 +71,8 @@ def main():
         return C.serve(rows)
     header = C.machine_header("cell_step", args, "Each engine and thread count in its own "
                               "process; only fusedrnn (on MXNet) is measured.",
-                              steps_per_loop=STEPS, engines=[ENGINES[e] for e in args.engines])
+                              steps_per_loop=STEPS)
+    header["mxnet_engine"] = " and ".join(ENGINES[e] for e in args.engines)
     results = []
     print(f"{'engine':8s} {'thr':>3s} {'mode':5s} {'N':>3s} {'H':>4s} " +
           " ".join(f"{p + ' us/step':>17s}" for p in args.paths))

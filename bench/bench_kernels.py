@@ -87,7 +87,8 @@ def main():
     timing = {"warmup": 2 if args.quick else 3, "repeats": args.repeats,
               "budget_s": 2.0 if args.quick else 15.0}
     rows = C.measure_rows(args, header, groups(args), plan(args), make_case, timing,
-                          quiet_s=5.0 if args.quick else 30.0,
+                          quiet={"quiet_s": 5.0, "attempts": 1} if args.quick else
+                          {"quiet_s": 30.0, "attempts": 2},
                           worker_argv=["--modes", *args.modes] +
                           ["--only-baselines"] * args.only_baselines)
     C.write(args, "kernels", header, rows=rows)
