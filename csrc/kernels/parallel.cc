@@ -216,7 +216,8 @@ int loop_threads() {
   (void)ready;
   // Every GEMM runs on the calling thread; big_gemm splits the large ones across fusedrnn's
   // threads. Idle OpenBLAS workers would spin for ~0.1 s after each threaded GEMM, on the
-  // cores fusedrnn needs next. Checked on every call: anything (threadpoolctl, say) may have raised it.
+  // cores fusedrnn needs next. Checked on every call: anything (threadpoolctl, say) may have
+  // raised it.
   if (scipy_openblas_get_num_threads() != 1) scipy_openblas_set_num_threads(1);
   return g_threads.load(std::memory_order_relaxed);
 }

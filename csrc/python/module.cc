@@ -109,7 +109,9 @@ T* mutable_or_null(std::optional<py::array_t<T>>& a) {
   return a ? a->mutable_data() : nullptr;
 }
 
-int64_t reserve_elements(const RnnDesc& d) { return static_cast<int64_t>(fusedrnn::reserve_size(d)); }
+int64_t reserve_elements(const RnnDesc& d) {
+  return static_cast<int64_t>(fusedrnn::reserve_size(d));
+}
 
 py::object or_none(const std::optional<py::array>& a) { return a ? py::object(*a) : py::none(); }
 
