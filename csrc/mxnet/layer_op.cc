@@ -24,6 +24,7 @@
 #include <initializer_list>
 #include <string>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "block_cache.h"
@@ -213,6 +214,7 @@ class LayerOp : public CustomStatefulOp {
   template <typename T>
   void forward_into(MXTensor* in, T* y, T* hy, T* cy, bool keep_reserve) {
     const Slots& s = slots_;
+    reserve_.reset();  // kept only from a forward that succeeds
     desc_ = describe(attrs_, shapes_of(in, attrs_.num_inputs()));
     lengths_.clear();
     positions_.clear();
@@ -227,13 +229,14 @@ class LayerOp : public CustomStatefulOp {
                               [&](int64_t i) { return value_at(t, i, "mask"); }, &lengths_,
                               &positions_);
     }
-    reserve_.reset();
+    fusedrnn::CachedBlock reserve;
     if (keep_reserve)
-      reserve_.reset(fusedrnn::BlockCache::instance().take(
+      reserve.reset(fusedrnn::BlockCache::instance().take(
           std::max<size_t>(fusedrnn::reserve_size(desc_), 1) * sizeof(T)));
     fusedrnn::forward<T>(desc_, valid(), in[s[Arg::kX]].data<T>(), weights<T>(in),
                          in[s[Arg::kH0]].data<T>(), data<T>(in, Arg::kC0), y, hy, cy,
-                         static_cast<T*>(reserve_.get()));
+                         static_cast<T*>(reserve.get()));
+    reserve_ = std::move(reserve);
   }
 
   // inputs: the output gradients, then the forward inputs, then the forward outputs.
