@@ -33,7 +33,7 @@ CASES = {
     "rnn_tanh": ("rnn_tanh", 3, 65, 4, 66, {}),
     "rnn_relu": ("rnn_relu", 3, 65, 4, 66, {}),
     "lstm_small": ("lstm", 5, 3, 4, 7, {}),
-    # Products over all steps large enough to be split across threads (driver.cc: big_gemm).
+    # Products over all steps large enough to be split across threads (blas.cc: big_gemm).
     "gru_big": ("gru", 12, 100, 300, 150, {}),
     "rnn_big": ("rnn_tanh", 30, 64, 33, 250, {}),
 }
