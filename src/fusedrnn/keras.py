@@ -110,7 +110,7 @@ def _fused_rnn(inputs, weights, states, mask, mode, units, gate_order, bias_layo
 
     inputs [N, T, C]; weights: [kernel, recurrent_kernel, (bias)] (KerasSymbols: passing them
     makes them neighbours of the result, which is how keras-mxnet finds their values);
-    states: [h0 (, c0)] [N, H]; mask [N, T] or None; bias_layout: None (no bias), "one"
+    states: [h0 (, c0)] [N, H], or [] for zeros; mask [N, T] or None; bias_layout: None (no bias), "one"
     (Keras' single bias, b_hh = 0) or "two" (GRU reset_after: [2, G*H])."""
     kernel, recurrent_kernel = weights[0].symbol, weights[1].symbol
     gates = len(gate_order)
@@ -138,24 +138,30 @@ def _fused_rnn(inputs, weights, states, mask, mode, units, gate_order, bias_layo
                  training=bool(K.learning_phase()))
     valid = None
     if mask is not None:
-        # [N, T] (or [N, T, 1]) of 0/1 in any dtype -> [T, N] float32, which the operator
-        # reads as 0/1 (MXNet 1.9 cannot pass bool arrays to a library operator).
-        m = mx.sym.reshape(mask.symbol, shape=(0, -1))
-        valid = mx.sym.transpose(mx.sym.cast(m, dtype="float32"))
+        # Keras' [N, T] of 0/1 in any dtype -> [T, N] float32, which the operator reads as
+        # 0/1 (MXNet 1.9 cannot pass bool arrays to a library operator).
+        valid = mx.sym.transpose(mx.sym.cast(mask.symbol, dtype="float32"))
         attrs["use_mask"] = True
-    out = fused_layer(mx.sym, x, [w_ih, w_hh, b_ih, b_hh], [s.symbol for s in states],
-                      valid=valid, **attrs)
-    # keras-mxnet infers shapes while it builds the model (the loss), with the batch size and
-    # maybe the time length unknown: the library operator then leaves its outputs' shapes
-    # open, and the next operator that needs a rank fails. So each output takes its shape from
-    # a tensor of that shape: the states from the initial states (no cost), the sequence from
-    # a [T, N, H] tensor made for it.
-    new_states = [_shaped_like(out[1], states[0].symbol)]
-    if mode == "lstm":
-        new_states.append(_shaped_like(out[2], states[1].symbol))
+    # keras-mxnet infers shapes while it builds the model (for the loss, say), with the batch
+    # size and maybe the time length unknown. Keras' initial states (from tile) then have no
+    # known rank, which MXNet 1.9.1's bridge to library operators cannot take (see
+    # fusedrnn.nd._shaped_like_data), and the operator cannot infer its outputs, which the
+    # bridge then reports as scalars ([]) that the next operator refuses. So the states going
+    # in take their shape from a tensor made for it from x's (an identity), and the outputs
+    # are added to zeros of their shape (a scalar broadcasts): [N, H] and [T, N, H]
+    # broadcasts of a [T, N, 1] slice of x.
+    zeros = mx.sym.BlockGrad(mx.sym.zeros_like(mx.sym.slice_axis(x, axis=2, begin=0, end=1)))
+    first = mx.sym.reshape(mx.sym.slice_axis(zeros, axis=0, begin=0, end=1), shape=(-3, 0))
+    like_state = mx.sym.broadcast_to(first, shape=(0, units))
+    if states:
+        states = [mx.sym._internal._identity_with_attr_like_rhs(s.symbol, like_state)
+                  for s in states]
+    else:
+        states = [like_state] * (2 if mode == "lstm" else 1)
+    out = fused_layer(mx.sym, x, [w_ih, w_hh, b_ih, b_hh], states, valid=valid, **attrs)
+    new_states = [mx.sym.broadcast_add(out[1 + k], like_state) for k in range(len(states))]
     if return_sequences:
-        like = mx.sym.zeros_like(mx.sym.slice_axis(x, axis=2, begin=0, end=1))
-        y = _shaped_like(out[0], mx.sym.broadcast_axis(like, axis=2, size=units))
+        y = mx.sym.broadcast_add(out[0], mx.sym.broadcast_to(zeros, shape=(0, 0, units)))
         if go_backwards:  # Keras' sequence is in visiting order
             y = mx.sym.reverse(y, axis=0)
         output = mx.sym.swapaxes(y, dim1=0, dim2=1)
@@ -169,12 +175,41 @@ def _fused_rnn(inputs, weights, states, mask, mode, units, gate_order, bias_layo
     return KerasSymbol(output), [KerasSymbol(s) for s in new_states]
 
 
-def _shaped_like(x, rhs):
-    return mx.sym._internal._identity_with_attr_like_rhs(x, rhs)
+@keras_mxnet_symbol
+def _zero_state(inputs, units):
+    """Zeros [N, units] for inputs [N, T, C], made without shape inference: Keras' own
+    get_initial_state infers shapes, and with keras-mxnet gets [1, N * units] when the batch
+    size is not fixed and inputs come from another RNN layer."""
+    first = mx.sym.slice_axis(mx.sym.slice_axis(inputs.symbol, axis=1, begin=0, end=1),
+                              axis=2, begin=0, end=1)  # [N, 1, 1]
+    zeros = mx.sym.zeros_like(mx.sym.reshape(first, shape=(-3, 0)))  # [N, 1]
+    return KerasSymbol(mx.sym.broadcast_to(mx.sym.BlockGrad(zeros), shape=(0, units)))
 
 
 class _FusedRNN:
     """What the three fused layers share; mixed in before the Keras class."""
+
+    def get_initial_state(self, inputs):
+        sizes = self.cell.state_size
+        return [_zero_state(inputs, units=units)
+                for units in (sizes if hasattr(sizes, "__len__") else [sizes])]
+
+    def _keras_call(self, inputs, mask, training, initial_state):
+        """Keras' own code, unrolled where the time length is fixed: keras-mxnet's unroll=False
+        path (mx.sym.contrib.foreach) computes zeros with MXNet 1.9.1."""
+        timesteps = K.int_shape(inputs[0] if isinstance(inputs, list) else inputs)[1]
+        unroll = self.unroll
+        if timesteps is None:
+            if not unroll:
+                _warn_once(self, "the time length is not fixed, and keras-mxnet's unroll=False "
+                                 "path computes zeros with MXNet 1.9.1")
+        elif timesteps > 1:
+            self.unroll = True
+        try:
+            return super().call(inputs, mask=mask, training=training,
+                                initial_state=initial_state)
+        finally:
+            self.unroll = unroll
 
     def _fused_plan(self):
         """(operator mode, gate order, why not) for this layer's cell."""
@@ -192,23 +227,22 @@ class _FusedRNN:
                        f"kernels")
         if why_not is not None:
             _warn_once(self, why_not)
-            return super().call(inputs, mask=mask, training=training,
-                                initial_state=initial_state)
+            return self._keras_call(inputs, mask, training, initial_state)
         # As keras.layers.RNN.call, up to K.rnn.
         if isinstance(inputs, list):
             initial_state = inputs[1:] or None
             inputs = inputs[0]
-        if initial_state is None:
-            initial_state = self.states if self.stateful else self.get_initial_state(inputs)
+        if initial_state is None and self.stateful:
+            initial_state = self.states
         if isinstance(mask, list):
             mask = mask[0]
-        if len(initial_state) != len(self.states):
+        if initial_state is not None and len(initial_state) != len(self.states):
             raise ValueError(f"Layer has {len(self.states)} states but was passed "
                              f"{len(initial_state)} initial states.")
         cell = self.cell
         weights = [cell.kernel, cell.recurrent_kernel] + ([cell.bias] if cell.use_bias else [])
         output, states = _fused_rnn(
-            inputs, weights, list(initial_state), mask, mode=mode, units=cell.units,
+            inputs, weights, list(initial_state or []), mask, mode=mode, units=cell.units,
             gate_order=gate_order, bias_layout=self._bias_layout(),
             go_backwards=self.go_backwards, reset_after=getattr(cell, "reset_after", False),
             return_sequences=self.return_sequences)
@@ -272,16 +306,16 @@ def custom_objects():
 
 
 def patch():
-    """Makes keras.layers.LSTM, GRU and SimpleRNN (and keras.layers.recurrent's) the fused
-    layers, so unchanged Keras code, and load_model, build them. Code that imported a name
-    (`from keras.layers import LSTM`) before patch() keeps what it imported."""
-    for module in (keras.layers, recurrent):
-        for name, cls in _FUSED.items():
-            setattr(module, name, cls)
+    """Makes keras.layers.LSTM, GRU and SimpleRNN the fused layers, so unchanged Keras code
+    (`keras.layers.LSTM(...)`, `from keras.layers import LSTM` after the call) and
+    load_model build them. keras.layers.recurrent keeps Keras' classes: their methods reach
+    keras.layers.RNN through `super(LSTM, self)`, the name in that module, so replacing it
+    there would break every stock layer made while patched."""
+    for name, cls in _FUSED.items():
+        setattr(keras.layers, name, cls)
 
 
 def unpatch():
     """Undoes patch()."""
-    for module in (keras.layers, recurrent):
-        for name, cls in _STOCK.items():
-            setattr(module, name, cls)
+    for name, cls in _STOCK.items():
+        setattr(keras.layers, name, cls)
