@@ -14,14 +14,14 @@ Part 2 (one epoch, 2048 sequences with lengths 5-200 from a skewed distribution,
 padded to each batch's longest with lengths, and BucketSampler + pad_collate batches with
 lengths; real tokens per second and the padding fraction each reached.
 
-Median of repeats after warm-up, mx.nd.waitall() before each clock read; OPENBLAS_CORETYPE /
-OPENBLAS_L2_SIZE removed and MXNet's NaiveEngine (the script re-executes itself).
+The variants of each part are timed interleaved, call by call (bench/_common.py: the timer and
+the environment, MXNet's default engine unless --mxnet-engine). Tables: python bench/report.py.
 """
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import median_ms, start, write  # noqa: E402
+import _common as C  # noqa: E402
 
 T, N, I, H, LAYERS = 100, 32, 128, 256, 2
 
@@ -44,35 +44,41 @@ def one_batch(mode, repeats):
              "pre_mask": (pre, {"mask": mx.nd.array(t >= T - lengths)})}
     fused_cls = {"lstm": fusedrnn.LSTM, "gru": fusedrnn.GRU}[mode]
     gluon_cls = {"lstm": mx.gluon.rnn.LSTM, "gru": mx.gluon.rnn.GRU}[mode]
-    rows = []
     nets = {name: fused_cls(H, num_layers=LAYERS, input_size=I) for name in cases}
     nets["mxnet_padded"] = gluon_cls(H, num_layers=LAYERS, input_size=I)
     cases["mxnet_padded"] = cases["padded"]
+    for net in nets.values():
+        net.initialize(mx.init.Uniform(0.06))
+        net.hybridize(static_alloc=True)
+
+    def step(net, data, extra, training):
+        x = mx.nd.array(data)
+        x.attach_grad()
+
+        def run():
+            if training:
+                with mx.autograd.record():
+                    out = net(x, net.begin_state(N), **extra)[0]
+                out.backward()
+            else:
+                net(x, net.begin_state(N), **extra)
+        return run
+
+    rows = []
     for training in (True, False):
+        res = C.timed({name: step(nets[name], *cases[name], training) for name in nets},
+                      repeats, budget_s=2.0)
         row = {"mode": mode, "phase": "train" if training else "infer",
                "padding_fraction": float(1 - lengths.sum() / (T * N))}
-        for name, (data, extra) in cases.items():
-            net = nets[name]
-            net.initialize(mx.init.Uniform(0.06), force_reinit=True)
-            net.hybridize(static_alloc=True)
-            x = mx.nd.array(data)
-            x.attach_grad()
-
-            def step():
-                if training:
-                    with mx.autograd.record():
-                        out = net(x, net.begin_state(N), **extra)[0]
-                    out.backward()
-                else:
-                    net(x, net.begin_state(N), **extra)
-            row[name + "_ms"] = median_ms(step, repeats)[0]
+        row.update({name + "_ms": r["median_ms"] for name, r in res.items()})
         rows.append(row)
         print(f"{mode:5s} {row['phase']:5s} " + "  ".join(
             f"{k[:-3]} {v:.2f} ms" for k, v in row.items() if k.endswith("_ms")), flush=True)
     return rows
 
 
-def epoch(strategy, lengths, data, batch_size, repeats):
+def epoch(strategy, lengths, data, batch_size):
+    """A callable that trains one epoch of `strategy`'s batches, and what it computes."""
     import mxnet as mx
     import numpy as np
     import fusedrnn
@@ -103,41 +109,13 @@ def epoch(strategy, lengths, data, batch_size, repeats):
                 extra = {} if lens is None else {"sequence_length": lens}
                 out = net(x, net.begin_state(x.shape[0]), **extra)[0]
             out.backward()
-    ms = median_ms(run, repeats, min_warmup_s=0, budget_s=30)[0]
-    return {"strategy": strategy, "epoch_ms": ms, "tokens_per_s": real / ms * 1e3,
-            "padding_fraction": 1 - real / padded, "batches": len(batches)}
-
-
-def markdown(data):
-    """The README's tables."""
-    h = data["header"]
-    b = h["batch_shape"]
-    lines = [f"One batch: T={b['T']}, N={b['N']}, I={b['I']}, H={b['H']}, {b['layers']} layers, "
-             f"{100 * data['batch'][0]['padding_fraction']:.0f}% padding; {h['threads']} "
-             f"threads, median ms per call ({h['date'][:10]}).", "",
-             "| mode | phase | padded, no lengths | post-padded, sequence_length | "
-             "post-padded, mask | pre-padded, mask | MXNet gluon.rnn, padded |",
-             "|---|---|---|---|---|---|---|"]
-    for r in data["batch"]:
-        lines.append(f"| {r['mode']} | {r['phase']} | {r['padded_ms']:.1f} | "
-                     f"{r['post_lengths_ms']:.1f} | {r['post_mask_ms']:.1f} | "
-                     f"{r['pre_mask_ms']:.1f} | {r['mxnet_padded_ms']:.1f} |")
-    e = h["epoch"]
-    lines += ["", f"One training epoch (forward + backward), {e['sequences']} sequences of "
-              f"{e['length_min_max'][0]}-{e['length_min_max'][1]} steps, batch 32, 2-layer "
-              f"LSTM H={b['H']}:", "",
-              "| batches | padding | epoch s | real tokens / s |", "|---|---|---|---|"]
-    names = {"padded_global": "random, padded to the longest sequence, no lengths",
-             "padded_batch": "random, padded per batch, sequence_length",
-             "bucketed": "BucketSampler + pad_collate, sequence_length"}
-    for r in data["epoch"]:
-        lines.append(f"| {names[r['strategy']]} | {100 * r['padding_fraction']:.0f}% | "
-                     f"{r['epoch_ms'] / 1e3:.2f} | {r['tokens_per_s']:.0f} |")
-    return "\n".join(lines)
+    return run, {"strategy": strategy, "tokens": real, "padding_fraction": 1 - real / padded,
+                 "batches": len(batches)}
 
 
 def main():
-    args = start(__doc__, markdown, repeats=21)
+    args = C.arguments(__doc__, repeats=21)
+    C.enter(args.threads[0], args.mxnet_engine)
     import numpy as np
 
     batch_rows = []
@@ -148,18 +126,23 @@ def main():
     count = 512 if args.quick else 2048
     lengths = np.clip(rng.lognormal(3.5, 0.7, size=count).astype(int), 5, 200)
     data = [rng.standard_normal((L, I)).astype(np.float32) for L in lengths]
-    epoch_rows = []
+    runs, epoch_rows = {}, []
     for strategy in ("padded_global", "padded_batch", "bucketed"):
-        epoch_rows.append(epoch(strategy, lengths, data, 32, 3 if args.quick else 5))
-        r = epoch_rows[-1]
-        print(f"epoch {strategy:14s} {r['epoch_ms']:9.1f} ms  {r['tokens_per_s']:9.0f} "
+        runs[strategy], row = epoch(strategy, lengths, data, 32)
+        epoch_rows.append(row)
+    res = C.timed(runs, 3 if args.quick else 5, warmup=1, min_warmup_s=0, budget_s=30)
+    for r in epoch_rows:
+        ms = res[r["strategy"]]["median_ms"]
+        r.update(epoch_ms=ms, tokens_per_s=r.pop("tokens") / ms * 1e3)
+        print(f"epoch {r['strategy']:14s} {ms:9.1f} ms  {r['tokens_per_s']:9.0f} "
               f"tokens/s  padding {100 * r['padding_fraction']:.0f}%", flush=True)
 
-    write(args, "padding", {"batch_shape": {"T": T, "N": N, "I": I, "H": H, "layers": LAYERS},
-                            "epoch": {"sequences": count,
-                                      "length_min_max": [int(lengths.min()),
-                                                         int(lengths.max())]}},
-          batch=batch_rows, epoch=epoch_rows)
+    header = C.machine_header(
+        "padding", args, "One process, MXNet only (fusedrnn's layers are MXNet operators).",
+        batch_shape={"T": T, "N": N, "I": I, "H": H, "layers": LAYERS},
+        epoch={"sequences": count, "length_min_max": [int(lengths.min()), int(lengths.max())]})
+    header["workers"]["mxnet"] = C.process_info()
+    C.write(args, "padding", header, batch=batch_rows, epoch=epoch_rows)
 
 
 if __name__ == "__main__":

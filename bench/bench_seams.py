@@ -4,23 +4,26 @@ Every differentiable input of a fusedrnn operator reaches it through one of MXNe
 operators (fusedrnn/_op.py: a reshape view under autograd, an identity in a graph, shared by
 up to 7 uses of a graph input). This times training steps with that wrapping and, in the same
 process, with it switched off (which gives wrong gradients wherever MXNet sums in place, so it
-is only a yardstick), and the same model with gluon.rnn for scale: median of repeats after
-warm-up, mx.nd.waitall() before each clock read.
+is only a yardstick), and the same model with gluon.rnn for scale, the three timed interleaved,
+call by call (bench/_common.py: the timer and the environment, MXNet's default engine unless
+--mxnet-engine). Table: python bench/report.py.
 
-    python bench/bench_seams.py [--threads 2] [--repeats 15] [--out bench/results/seams.json]
+    python bench/bench_seams.py [--threads 2] [--repeats 15] [--quick]
+                                [--out bench/results/seams.json]
 """
-import argparse
-import json
 import os
-import platform
-import statistics
-import time
+import sys
 
-import mxnet as mx
-from mxnet import autograd, gluon
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _common as C  # noqa: E402
 
-import fusedrnn
-from fusedrnn import _op
+ARGS = C.arguments(__doc__, repeats=15)
+C.enter(ARGS.threads[0], ARGS.mxnet_engine)
+import mxnet as mx  # noqa: E402
+from mxnet import autograd, gluon  # noqa: E402
+
+import fusedrnn  # noqa: E402
+from fusedrnn import _op  # noqa: E402
 
 
 class Stepper(gluon.HybridBlock):
@@ -71,10 +74,8 @@ def cases():
              (32, 35, 256), True)]
 
 
-def timed(variants, x, train, repeats):
-    """Median ms per call of each (net, req_safe) variant, interleaved call by call so that
-    a shared machine's drift hits all of them alike."""
-    def call(net, seam):
+def call(net, seam, x, train):
+    def run():
         _op.req_safe = seam
         if train:
             with autograd.record():
@@ -82,52 +83,35 @@ def timed(variants, x, train, repeats):
             y.backward()
         else:
             net(x)
-        mx.nd.waitall()
-    times = [[] for _ in variants]
-    for i in range(3 + repeats):
-        for variant, record in zip(variants, times):
-            start = time.perf_counter()
-            call(*variant)
-            if i >= 3:
-                record.append(time.perf_counter() - start)
-    return [statistics.median(record) * 1e3 for record in times]
-
-
-def cpu_model():
-    with open("/proc/cpuinfo") as f:
-        return next((line.split(":", 1)[1].strip() for line in f
-                     if line.startswith("model name")), platform.machine())
+    return run
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=15)
-    parser.add_argument("--out", default=None)
-    args = parser.parse_args()
-    fusedrnn.kernels.set_num_threads(args.threads)
+    args = ARGS
     wrapped = _op.req_safe
 
     def unwrapped(F, x):
         return x
 
     rows = []
-    for name, make, shape, train in cases():
+    for name, make, shape, train in cases()[:2 if args.quick else None]:
         x = mx.nd.random.normal(shape=shape)
-        with_ms, without_ms, gluon_ms = timed(
-            [(make(), wrapped), (make(), unwrapped), (make(gluon.rnn), wrapped)],
-            x, train, args.repeats)
+        res = C.timed({"with": call(make(), wrapped, x, train),
+                       "without": call(make(), unwrapped, x, train),
+                       "gluon": call(make(gluon.rnn), wrapped, x, train)},
+                      args.repeats, warmup=3, min_warmup_s=0)
         _op.req_safe = wrapped
+        with_ms, without_ms, gluon_ms = (res[k]["median_ms"] for k in ("with", "without",
+                                                                         "gluon"))
         rows.append(dict(case=name, with_ms=round(with_ms, 3), without_ms=round(without_ms, 3),
                          overhead=round(with_ms / without_ms - 1, 3),
                          gluon_ms=round(gluon_ms, 3)))
         print(f"{name:55s} with {with_ms:8.2f} ms  without {without_ms:8.2f} ms  "
               f"{rows[-1]['overhead']:+6.1%}  gluon.rnn {gluon_ms:8.2f} ms", flush=True)
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(dict(machine=dict(cpu=cpu_model(), cpus=os.cpu_count(),
-                                        load=os.getloadavg(), python=platform.python_version()),
-                           threads=args.threads, rows=rows), f, indent=1)
+    header = C.machine_header("seams", args, "One process, MXNet only (fusedrnn's layers are "
+                              "MXNet operators).")
+    header["workers"]["mxnet"] = C.process_info()
+    C.write(args, "seams", header, rows=rows)
 
 
 if __name__ == "__main__":

@@ -6,18 +6,17 @@ measurement behind `unroll='auto'` (fusedrnn.layers.choose_unroll).
 
 One hybridized 1-layer fusedrnn layer per mode, shape and path (unroll=False / True), float32,
 TNC, input size = hidden size; training = forward + backward through autograd, inference =
-forward. Median ms per call after warm-up, mx.nd.waitall() before each clock read. Runs with
-OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE removed (the script re-executes itself without them) and
-MXNet's NaiveEngine (see bench_kernels.py for why).
+forward. The two paths are timed interleaved, call by call (bench/_common.py: the timer and the
+environment, MXNet's default engine unless --mxnet-engine). Table: python bench/report.py.
 """
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import median_ms, start, write  # noqa: E402
+import _common as C  # noqa: E402
 
 
-def measure(mode, T, N, H, unroll, training, repeats):
+def step(mode, T, N, H, unroll, training):
     import mxnet as mx
     import numpy as np
     import fusedrnn
@@ -31,41 +30,19 @@ def measure(mode, T, N, H, unroll, training, repeats):
     if training:
         x.attach_grad()
 
-        def step():
+        def run():
             with mx.autograd.record():
                 out, _ = net(x, states)
             out.backward()
     else:
-        def step():
+        def run():
             net(x, states)
-    return median_ms(step, repeats)
-
-
-def markdown(data):
-    """The README's summary: every row with T > 1 where the per-step graph was faster by more
-    than 10%, and the range of the ratio. (At T = 1 both paths are the same single operator:
-    those rows show the run-to-run noise, up to ~15% at these sub-millisecond times.)"""
-    import fusedrnn
-    rows = data["rows"]
-    lines = ["| mode | T | N | H | phase | fused ms | unrolled ms | unrolled / fused | auto |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        if r["ratio"] < 0.9 and r["T"] > 1:
-            auto = fusedrnn.choose_unroll(r["mode"], r["T"], r["N"], r["H"],
-                                          r["phase"] == "train")
-            lines.append(f"| {r['mode']} | {r['T']} | {r['N']} | {r['H']} | {r['phase']} | "
-                         f"{r['fused_ms']:.3f} | {r['unrolled_ms']:.3f} | {r['ratio']:.2f} | "
-                         f"{'unrolled' if auto else 'fused'} |")
-    for phase in ("train", "infer"):
-        rest = [r["ratio"] for r in rows if r["phase"] == phase and r["T"] > 1]
-        lines.append(f"\n{phase}, T > 1: unrolled / fused from {min(rest):.2f} to "
-                     f"{max(rest):.2f} (median {sorted(rest)[len(rest) // 2]:.2f}) over "
-                     f"{len(rest)} shapes.")
-    return "\n".join(lines)
+    return run
 
 
 def main():
-    args = start(__doc__, markdown, repeats=15)
+    args = C.arguments(__doc__, repeats=15)
+    C.enter(args.threads[0], args.mxnet_engine)
     modes = ["lstm", "gru"] if args.quick else ["lstm", "gru", "rnn_tanh"]
     steps = [1, 2, 8, 32] if args.quick else [1, 2, 3, 4, 8, 32]
     batches = [1, 32] if args.quick else [1, 8, 64]
@@ -78,17 +55,23 @@ def main():
             for N in batches:
                 for T in steps:
                     for training in (True, False):
-                        fused = measure(mode, T, N, H, False, training, args.repeats)
-                        unrolled = measure(mode, T, N, H, True, training, args.repeats)
-                        phase = "train" if training else "infer"
-                        rows.append({"mode": mode, "T": T, "N": N, "H": H, "phase": phase,
-                                     "fused_ms": fused[0], "fused_iqr_ms": fused[1],
-                                     "unrolled_ms": unrolled[0],
-                                     "unrolled_iqr_ms": unrolled[1],
-                                     "ratio": unrolled[0] / fused[0]})
-                        print(f"{mode:8s} {T:4d} {N:4d} {H:5d} {phase:5s} {fused[0]:10.3f} "
-                              f"{unrolled[0]:12.3f} {rows[-1]['ratio']:15.2f}", flush=True)
-    write(args, "unroll", {}, rows=rows)
+                        res = C.timed({"fused": step(mode, T, N, H, False, training),
+                                       "unrolled": step(mode, T, N, H, True, training)},
+                                      args.repeats, budget_s=2.0)
+                        row = {"mode": mode, "T": T, "N": N, "H": H,
+                               "phase": "train" if training else "infer"}
+                        for k, r in res.items():
+                            row.update({k + "_ms": r["median_ms"],
+                                        k + "_iqr_ms": r["p75_ms"] - r["p25_ms"]})
+                        row["ratio"] = row["unrolled_ms"] / row["fused_ms"]
+                        rows.append(row)
+                        print(f"{mode:8s} {T:4d} {N:4d} {H:5d} {row['phase']:5s} "
+                              f"{row['fused_ms']:10.3f} {row['unrolled_ms']:12.3f} "
+                              f"{row['ratio']:15.2f}", flush=True)
+    header = C.machine_header("unroll", args, "One process, MXNet only (fusedrnn's layers "
+                              "are MXNet operators).")
+    header["workers"]["mxnet"] = C.process_info()
+    C.write(args, "unroll", header, rows=rows)
 
 
 if __name__ == "__main__":

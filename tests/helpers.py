@@ -1,7 +1,8 @@
 """Shared helpers for tests that compare RNN implementations (fusedrnn.reference,
 fusedrnn.kernels, PyTorch). Test modules in tests/ import them with `from helpers import ...`
-(pytest puts tests/ on sys.path). Only fusedrnn.reference and fusedrnn._results are imported
-from the package, so these helpers work without the compiled extension (PYTHONPATH=src).
+(pytest puts tests/ on sys.path). Of the package they use only fusedrnn.reference and
+fusedrnn._results, so no oracle here runs the kernels it checks; importing those still imports
+fusedrnn, which needs the compiled extension (an installed build).
 
 Problems and upstream gradients
   make_problem(mode, T, N, C, H, proj=None, dtype=np.float64, seed=0, lengths=None,

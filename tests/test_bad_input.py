@@ -7,10 +7,11 @@ shape or dtype, wrong dtypes, sizes beyond the 32-bit indices of BLAS or beyond 
 Odd but valid input (strided arrays, NaN / Inf values, zero sizes where they are allowed) is
 checked against the NumPy reference or a contiguous, finite run.
 
-Zero-size policy (README, Implementation notes): the kernels give correct empty results for
-T = 0, N = 0 and C = 0 and refuse H = 0 or P = 0; the MXNet operator does the same when MXNet
-runs with NumPy shape semantics (in MXNet's default semantics a 0 in a shape means unknown,
-which the operator reports); the Gluon layers, cells and nd.RNN refuse zero-size inputs.
+Zero-size policy (docs/implementation.md, Bad input and odd sizes): the kernels give correct
+empty results for T = 0, N = 0 and C = 0 and refuse H = 0 or P = 0; the MXNet operator does the
+same when MXNet runs with NumPy shape semantics (in MXNet's default semantics a 0 in a shape
+means unknown, which the operator reports); the Gluon layers, cells and nd.RNN refuse zero-size
+inputs.
 """
 import os
 import re

@@ -33,7 +33,7 @@ CASES = {
     "rnn_tanh": ("rnn_tanh", 3, 65, 4, 66, {}),
     "rnn_relu": ("rnn_relu", 3, 65, 4, 66, {}),
     "lstm_small": ("lstm", 5, 3, 4, 7, {}),
-    # Products over all steps large enough to be split across threads (driver.cc: big_gemm).
+    # Products over all steps large enough to be split across threads (blas.cc: big_gemm).
     "gru_big": ("gru", 12, 100, 300, 150, {}),
     "rnn_big": ("rnn_tanh", 30, 64, 33, 250, {}),
 }
@@ -198,7 +198,7 @@ def test_mxnet_op_and_gluon_layer_memory_flat():
     """10,000 training calls of the MXNet operator under autograd and 2,000 training steps of
     a hybridized Gluon layer, in a fresh process: after an operator has once failed (the
     bad-argument tests), MXNet 1.9.1 leaks on every later call into the library (see
-    README, Testing), which is not what this measures."""
+    docs/testing.md), which is not what this measures."""
     out = run_script(MXNET_MEMORY_SCRIPT, timeout=300)
     grown = json.loads(out.strip().splitlines()[-1])
     assert grown["op"] < RSS_BOUND, f"operator: RSS grew by {grown['op'] / 2**20:.1f} MiB"

@@ -1,12 +1,17 @@
-// Machinery shared by the cell families: the packed time schedule, GEMM, activations.
+// What the driver and the cell families share: the packed time schedule (Plan, plan.cc) and
+// the moves between it and the caller's layout, denormal flushing, GEMM (blas.cc), and the
+// per-thread scratch arena with its planner (Buffer, Workspace; workspace.cc). The vector
+// activations are in simd.h, the packed register-tiled products in panel.h and skinny.h.
 #pragma once
 
 #include <xmmintrin.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "fusedrnn/rnn.h"
@@ -42,8 +47,8 @@ struct Plan {
 // Denormal numbers (|x| < 1.2e-38 in float32) make x86 arithmetic up to ~100x slower, and
 // long runs over zero padding drive states and gradients into that range: the backward of an
 // LSTM over 160 zero-padded steps took 4x as long. Each call therefore flushes denormal
-// results and inputs to zero on the calling thread (the pool's workers always do), as oneDNN
-// and torch.set_flush_denormal do.
+// results and inputs to zero on the calling thread (so does every thread of parallel_run), as
+// oneDNN and torch.set_flush_denormal do.
 class FlushDenormals {
  public:
   static constexpr unsigned kFlushBits = 0x8040;  // MXCSR flush-to-zero | denormals-are-zero
@@ -56,8 +61,8 @@ class FlushDenormals {
   unsigned saved_;
 };
 
-// Row-major C[M, N] = alpha * op(A) op(B) + beta * C.
-// Runs on the calling thread (OpenBLAS is kept single-threaded).
+// Row-major C[M, N] = alpha * op(A) op(B) + beta * C, on the calling thread (OpenBLAS is kept
+// single-threaded).
 template <typename T>
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T* a,
           int64_t lda, const T* b, int64_t ldb, T beta, T* c, int64_t ldc);
@@ -137,6 +142,36 @@ class Buffer {
   Arena& arena_;
   Arena::Mark mark_;
   T* data_;
+};
+
+// One call's scratch, planned before anything is taken: add() each piece with its element
+// count (0: not needed; its pointer becomes null), then allocate() takes them from the arena
+// as one Buffer, in order, which lives as long as the Workspace.
+template <typename T>
+class Workspace {
+ public:
+  Workspace& add(T** piece, size_t count) {
+    pieces_.at(used_++) = {piece, count};
+    total_ += count;
+    return *this;
+  }
+  void allocate() {
+    buffer_.emplace(total_);
+    T* at = buffer_->get();
+    for (size_t i = 0; i < used_; ++i) {
+      *pieces_[i].ptr = pieces_[i].count > 0 ? at : nullptr;
+      at += pieces_[i].count;
+    }
+  }
+
+ private:
+  struct Piece {
+    T** ptr;
+    size_t count;
+  };
+  std::array<Piece, 16> pieces_{};
+  size_t used_ = 0, total_ = 0;
+  std::optional<Buffer<T>> buffer_;
 };
 
 }  // namespace detail

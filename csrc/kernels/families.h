@@ -9,7 +9,6 @@
 namespace fusedrnn {
 namespace detail {
 
-
 template <typename T>
 struct FwdArgs {
   const RnnDesc& desc;

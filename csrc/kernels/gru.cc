@@ -35,12 +35,15 @@ void gru_forward(const FwdArgs<T>& a) {
 
   // Packed recurrent weights: reset_after, one product for r z n; reset before, r z first
   // and n (from r * h) after. Unpacked, the recurrent products of the step go to gh.
-  const int64_t w_size = direct ? d.batch * G : packed_gates_size<T>(H, H, 3);
-  Buffer<T> scratch(w_size + (keep ? 0 : p.rows * S));
-  T* w_rz = scratch.get();
-  T* w_n = w_rz + packed_gates_size<T>(H, H, 2);
-  T* gh = scratch.get();
-  T* rows = keep ? a.extra : w_rz + w_size;
+  T *w, *rows;
+  Workspace<T> scratch;
+  scratch.add(&w, direct ? d.batch * G : packed_gates_size<T>(H, H, 3))
+      .add(&rows, keep ? 0 : p.rows * S)
+      .allocate();
+  T* w_rz = w;
+  T* w_n = w + packed_gates_size<T>(H, H, 2);
+  T* gh = w;
+  if (keep) rows = a.extra;
 
   product_nt<T>(p.rows, G, C, a.xp, C, a.w.w_ih, C, false, rows, S);
   // The cell updates for units [j, j + m) of one row sk (input projection in, what backward
@@ -156,16 +159,27 @@ void gru_backward_panels(const BwdArgs<T>& a) {
 
   // reset_after: the recurrent pre-activation gradient differs from dgx in the n block
   // (scaled by r), so it gets its own packed buffer. Reset before: they are equal, and one
-  // step needs dL/d(r*h). Packed weights: W_hh whole (reset_after), or W_hn and W_hr,hz.
-  const int64_t w_size = packed_columns_size<T>(G, H, V);
-  Buffer<T> scratch(w_size + (d.reset_after ? p.rows * G : d.batch * H));
-  T* w_all = scratch.get();
+  // step needs dL/d(r*h). Packed weights: W_hh whole (reset_after), or W_hn and W_h{r,z}.
+  T *w_all, *grads;
+  Workspace<T> scratch;
+  scratch.add(&w_all, packed_columns_size<T>(G, H, V))
+      .add(&grads, d.reset_after ? p.rows * G : d.batch * H)
+      .allocate();
   T* w_n = w_all;
   T* w_rz = w_all + packed_columns_size<T>(H, H, V);
-  T* dgh = d.reset_after ? w_all + w_size : dgx;
-  T* drh = w_all + w_size;
+  T* dgh = d.reset_after ? grads : dgx;
+  T* drh = grads;
   const Vec<T> zero = {};
 
+  // With h' = (1 - z) * n + z * h and n = tanh(x_n + b_in + r * q) (reset_after):
+  //   d sigmoid(v) = sigmoid(v) * (1 - sigmoid(v)),  d tanh(v) = 1 - tanh(v)^2
+  //   d(pre n) = dh' * (1 - z) * (1 - n^2)    (for W_in and, scaled by r, for W_hn: dq)
+  //   d(pre z) = dh' * (h - n) * z * (1 - z)
+  //   d(pre r) = d(pre n) * q * r * (1 - r)
+  //   dh = dh' * z + [d(pre r), d(pre z), d(pre n) * r] @ W_hh
+  // Reset before (n = tanh(x_n + b_in + W_hn (r * h) + b_hn)), with d(r*h) = d(pre n) @ W_hn:
+  //   d(pre r) = d(r*h) * h * r * (1 - r)
+  //   dh = dh' * z + d(r*h) * r + [d(pre r), d(pre z)] @ W_h{r,z}
   const int threads = threads_for(p.steps ? p.batch[0] : 0, p.rows, H, G * H);
   parallel_run(threads, [&](int tid, int n, Barrier& barrier) {
     // Each thread's units are also its columns of dh (P == H): the recurrent product it

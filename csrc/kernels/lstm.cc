@@ -58,7 +58,14 @@ inline void cell_forward(const Vec<T>* acc, const T* gx, T* act, int64_t H, int6
 }
 
 // One step backward, B rows. dh: gradient w.r.t. h' (before projection); dc: gradient w.r.t.
-// c' on entry, w.r.t. c on exit. dg gets the pre-activation gradients.
+// c' on entry, w.r.t. c on exit. dg gets the pre-activation gradients. With i f g o the
+// activated gates (act) and c' = f * c + i * g, h' = o * tanh(c'):
+//   d sigmoid(v) = sigmoid(v) * (1 - sigmoid(v)),  d tanh(v) = 1 - tanh(v)^2
+//   dc' = dc' (from step t+1) + dh' * o * (1 - tanh(c')^2)
+//   dc  = dc' * f
+//   d(pre i) = dc' * g * i * (1 - i)      d(pre f) = dc' * c * f * (1 - f)
+//   d(pre g) = dc' * i * (1 - g^2)        d(pre o) = dh' * tanh(c') * o * (1 - o)
+// With clipping, d clip(c') / dc' = 1 inside [clip_min, clip_max] and 0 outside.
 template <typename T>
 void backward_rows(int64_t B, int64_t H, int64_t u0, int64_t u1, const T* act, const T* c_now,
                    const T* c_prev, const T* dh, T* dc, T* dg, const Clip<T>& clip) {
@@ -113,17 +120,22 @@ void lstm_forward(const FwdArgs<T>& a) {
                                          static_cast<int64_t>(sizeof(T)) <= kFuseBytes * threads;
   const int64_t K = fuse_input ? C + P : P;
 
+  // Scratch: the summed biases; the gate activations (if kept, in the reserve) or the input
+  // products (if not fused); h' before projection (kept in the reserve for backward, else one
+  // step's); the packed W_ih | W_hh and W_hr panels.
   const bool need_gates = keep || !fuse_input;
-  const int64_t gates_ws = keep || !need_gates ? 0 : p.rows * G;
-  const int64_t hraw_ws = proj && !keep ? d.batch * H : 0;
   const int64_t w_size = direct ? 0 : packed_gates_size<T>(H, K, 4);
   const int64_t w_hr_size = proj && !direct ? packed_gates_size<T>(P, H, 1) : 0;
-  Buffer<T> scratch(G + gates_ws + hraw_ws + w_size + w_hr_size);
-  T* bias = scratch.get();
-  T* gates = keep ? a.extra : need_gates ? bias + G : nullptr;
-  T* hraw = proj ? (keep ? a.extra + TN * G : bias + G + gates_ws) : nullptr;
-  T* w = bias + G + gates_ws + hraw_ws;  // packed panels
-  T* w_hr = w + w_size;
+  T *bias, *gates, *hraw, *w, *w_hr;
+  Workspace<T> scratch;
+  scratch.add(&bias, G)
+      .add(&gates, keep || !need_gates ? 0 : p.rows * G)
+      .add(&hraw, proj && !keep ? d.batch * H : 0)
+      .add(&w, w_size)
+      .add(&w_hr, w_hr_size)
+      .allocate();
+  if (keep) gates = a.extra;
+  if (keep && proj) hraw = a.extra + TN * G;
   for (int64_t j = 0; j < G; ++j) bias[j] = a.w.b_ih[j] + a.w.b_hh[j];
 
   if (!fuse_input)
@@ -211,11 +223,13 @@ void lstm_backward_panels(const BwdArgs<T>& a) {
   const int64_t w_hh_size = packed_columns_size<T>(G, P, V);
   const int64_t w_hr_size = proj ? packed_columns_size<T>(P, H, V) : 0;
   // With projection: dr packed over all steps (for dW_hr) and dh' for one step.
-  Buffer<T> scratch(w_hh_size + w_hr_size + (proj ? p.rows * P + d.batch * H : 0));
-  T* w_hh = scratch.get();
-  T* w_hr = w_hh + w_hh_size;
-  T* dr = w_hr + w_hr_size;
-  T* dh_raw = proj ? dr + p.rows * P : nullptr;
+  T *w_hh, *w_hr, *dr, *dh_raw;
+  Workspace<T> scratch;
+  scratch.add(&w_hh, w_hh_size)
+      .add(&w_hr, w_hr_size)
+      .add(&dr, proj ? p.rows * P : 0)
+      .add(&dh_raw, proj ? d.batch * H : 0)
+      .allocate();
 
   const int threads = threads_for(p.steps ? p.batch[0] : 0, p.rows, H, G * P);
   const bool by_rows = split_by_rows(p, threads, (w_hh_size + w_hr_size) * sizeof(T));
@@ -242,7 +256,8 @@ void lstm_backward_panels(const BwdArgs<T>& a) {
     for (int64_t t = p.steps - 1; t >= 0; --t) {
       const int64_t B = p.batch[t], off = p.offset[t];
       const int64_t lo = rows_of.lo(B), hi = rows_of.hi(B);
-      // Gradient w.r.t. this step's output state: recurrent part (in a.dh) + upstream dy.
+      // Gradient w.r.t. this step's output state: recurrent part (in a.dh) + upstream dy. With
+      // projection r' = W_hr h', dh' = dr' @ W_hr (and dW_hr = sum over steps dr'^T h').
       T* dstate = proj ? dr + off * P : a.dh;
       for (int64_t k = lo; k < hi; ++k)
         for (int64_t q = q0; q < q1; ++q)
@@ -258,11 +273,13 @@ void lstm_backward_panels(const BwdArgs<T>& a) {
       backward_rows(hi - lo, H, u0, u1, act + (off + lo) * G, a.cp + (off + lo) * H,
                     c_prev + lo * H, dh + lo * H, a.dc + lo * H, a.dgx + (off + lo) * G, clip);
       if (!by_rows) barrier.wait();
+      // The recurrent part for step t-1: dh = d(pre gates) @ W_hh.
       packed_gemm<T, V>(hi - lo, G, P, a.dgx + (off + lo) * G, G, w_hh, qb0, qb1, a.dh + lo * P,
                         P, false);
     }
   });
 
+  // dW_hh = sum over steps d(pre gates)^T h_prev; db_hh = sum over rows of d(pre gates).
   if (a.dw_hh) big_gemm<T>(true, false, G, P, p.rows, T(1), a.dgx, G, a.hprev, P, T(0), a.dw_hh, P);
   if (a.db_hh) column_sums(a.dgx, p.rows, G, G, a.db_hh);
   if (proj && a.dw_hr) big_gemm<T>(true, false, P, H, p.rows, T(1), dr, P, hraw, H, T(0), a.dw_hr, H);

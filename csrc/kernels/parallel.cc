@@ -179,7 +179,7 @@ void Barrier::wait() {
 }
 
 void parallel_run(int n, const ParallelBody& body) {
-  // Calls from several threads at once (Python threads, MXNet's engine) wait for the pool
+  // Calls from several threads at once (Python threads, MXNet's engine) wait for the threads
   // rather than run alone: the way a call splits its work changes the order of its sums, so
   // running on fewer threads than asked would make results depend on timing.
   if (n > 1 && !t_in_body && !omp_in_parallel()) {
@@ -196,7 +196,7 @@ void parallel_run(int n, const ParallelBody& body) {
 
 int threads_for(int64_t batch, int64_t rows, int64_t width, int64_t macs_per_row) {
   // Below ~64k multiply-adds a step (a few microseconds) the barrier and the split products
-  // cost more than the second core gains. Waking the pool costs ~40 us per call, so steps of
+  // cost more than the second core gains. Waking the team costs ~40 us per call, so steps of
   // up to ~256k multiply-adds share only in calls of more than ~4M in all (measured: LSTM,
   // batch 8, H = 64: 8 steps 1.8x faster on one thread, 32 steps 1.2x faster on two). Each
   // thread needs at least 16 units.
@@ -214,9 +214,10 @@ int loop_threads() {
     return true;
   }();
   (void)ready;
-  // Every GEMM runs on the calling thread; fusedrnn's own pool splits the large ones. Idle
-  // OpenBLAS workers would spin for ~0.1 s after each threaded GEMM, on the cores the pool
-  // needs next. Checked on every call: anything (threadpoolctl, say) may have raised it.
+  // Every GEMM runs on the calling thread; big_gemm splits the large ones across fusedrnn's
+  // threads. Idle OpenBLAS workers would spin for ~0.1 s after each threaded GEMM, on the
+  // cores fusedrnn needs next. Checked on every call: anything (threadpoolctl, say) may have
+  // raised it.
   if (scipy_openblas_get_num_threads() != 1) scipy_openblas_set_num_threads(1);
   return g_threads.load(std::memory_order_relaxed);
 }

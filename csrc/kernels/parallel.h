@@ -1,6 +1,8 @@
 // Threads for the time loop. A step's work is split by hidden units (or output columns)
-// across a small persistent pool; the threads meet at a spinning barrier between the
-// phases of a step (a step takes tens of microseconds, far less than a sleep/wake cycle).
+// across the threads of an OpenMP team (MXNet's own where MXNet is loaded; fusedrnn's own
+// pool only in a forked child, see parallel.cc); the threads meet at a spinning barrier
+// between the phases of a step (a step takes tens of microseconds, far less than a
+// sleep/wake cycle).
 #pragma once
 
 #include <atomic>
@@ -25,9 +27,10 @@ class Barrier {
 };
 
 // Runs body(tid, n, barrier) on n threads (the caller is tid 0) and returns when all are
-// done; barrier is shared by exactly those n. While another call holds the pool (calls from
-// several Python or engine threads at once), this one waits for it, so a call's results
-// depend only on n. Inside a parallel body (or an OpenMP region) the body runs alone (n = 1).
+// done; barrier is shared by exactly those n. While another call holds the threads (calls
+// from several Python or engine threads at once), this one waits for them, so a call's
+// results depend only on n. Inside a parallel body (or an OpenMP region) the body runs alone
+// (n = 1).
 using ParallelBody = std::function<void(int tid, int n, Barrier& barrier)>;
 void parallel_run(int n, const ParallelBody& body);
 
@@ -37,7 +40,7 @@ void parallel_run(int n, const ParallelBody& body);
 int threads_for(int64_t batch, int64_t rows, int64_t width, int64_t macs_per_row);
 
 // Threads fusedrnn may use (set_num_threads; default OMP_NUM_THREADS, else the usable cores).
-// OpenBLAS itself is kept single-threaded: large products are split across the pool.
+// OpenBLAS itself is kept single-threaded: big_gemm splits large products across these.
 int loop_threads();
 
 // The slice [begin, end) of [0, total) for thread tid of n, in multiples of `align` so that

@@ -68,6 +68,8 @@ void rnn_backward_panels(const BwdArgs<T>& a) {
   const bool relu = d.mode == Mode::kRnnRelu;
   const int64_t panels = column_blocks<T>(H, V);
 
+  // d(pre h') = dh' * act'(pre), recovered from h' alone: d tanh = 1 - h'^2, d relu = [h' > 0];
+  // dh = d(pre h') @ W_hh, dW_hh = sum over steps d(pre h')^T h_prev.
   Buffer<T> w_hh(packed_columns_size<T>(H, H, V));
   const int threads = threads_for(p.steps ? p.batch[0] : 0, p.rows, H, H * H);
   parallel_run(threads, [&](int tid, int n, Barrier& barrier) {

@@ -89,7 +89,7 @@ void skinny_columns(int64_t j0, int64_t j1, int64_t m, int64_t k, const T* a, in
 }
 
 // C[m, n] = A[m, k] @ W[n, k]^T (+ C if accumulate): in place for m <= kSkinnyRows, else the
-// GEMM, split over the pool when large.
+// GEMM, split across fusedrnn's threads when large.
 template <typename T>
 void product_nt(int64_t m, int64_t n, int64_t k, const T* a, int64_t lda, const T* w,
                 int64_t ldw, bool accumulate, T* c, int64_t ldc) {

@@ -11,22 +11,24 @@
 //             false: forward stores nothing, and a backward, should one come, runs the
 //             forward again first)
 //
-// Every error goes back to MXNet as MX_FAIL with a message naming the argument; no C++
-// exception crosses the C boundary. lib_api does not say whether gradients are written or
-// added, so backward always writes them (the Python layer handles grad_req='add'), nor
-// whether autograd is recording, so the caller says so with `training`.
+// Shapes, lengths and masks follow fusedrnn/contract.h. Every error goes back to MXNet as
+// MX_FAIL with a message naming the argument; no C++ exception crosses the C boundary
+// (guard.h). lib_api does not say whether gradients are written or added, so backward always
+// writes them (the Python layer handles grad_req='add'), nor whether autograd is recording,
+// so the caller says so with `training`.
 #include <mxnet/lib_api.h>
 
 #include <algorithm>
-#include <cmath>
 #include <cstring>
 #include <exception>
 #include <initializer_list>
 #include <string>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "block_cache.h"
+#include "fusedrnn/contract.h"
 #include "fusedrnn/rnn.h"
 #include "guard.h"
 
@@ -41,15 +43,15 @@ using Attrs = std::unordered_map<std::string, std::string>;
 
 namespace {
 
+using fusedrnn::Arg;
+using fusedrnn::Shape;
+
 struct LayerAttrs {
-  fusedrnn::Mode mode = fusedrnn::Mode::kLstm;
-  bool reverse = false, reset_after = true, clip = false, clip_nan = false;
+  fusedrnn::RnnDesc options;  // mode and options; no sizes
   bool projection = false, use_lengths = false, use_mask = false, training = true;
-  double clip_min = 0, clip_max = 0;
-  int num_inputs() const {
-    return 6 + (mode == fusedrnn::Mode::kLstm) + projection + (use_lengths || use_mask);
-  }
-  int num_outputs() const { return 2 + (mode == fusedrnn::Mode::kLstm); }
+  bool lstm() const { return options.mode == fusedrnn::Mode::kLstm; }
+  int num_inputs() const { return 6 + lstm() + projection + (use_lengths || use_mask); }
+  int num_outputs() const { return 2 + lstm(); }
 };
 
 bool parse_bool(const Attrs& attrs, const char* key, bool fallback) {
@@ -77,124 +79,88 @@ bool parse_optional_number(const Attrs& attrs, const char* key, double* out) {
 
 LayerAttrs parse(const Attrs& attrs) {
   LayerAttrs a;
+  fusedrnn::RnnDesc& o = a.options;
   auto mode = attrs.find("mode");
-  const std::string m = mode == attrs.end() ? "lstm" : mode->second;
-  if (m == "lstm") {
-    a.mode = fusedrnn::Mode::kLstm;
-  } else if (m == "gru") {
-    a.mode = fusedrnn::Mode::kGru;
-  } else if (m == "rnn_tanh") {
-    a.mode = fusedrnn::Mode::kRnnTanh;
-  } else if (m == "rnn_relu") {
-    a.mode = fusedrnn::Mode::kRnnRelu;
-  } else {
-    throw fusedrnn::InvalidArgument("mode must be one of lstm, gru, rnn_tanh, rnn_relu; got '" +
-                                    m + "'");
-  }
-  a.reverse = parse_bool(attrs, "reverse", false);
-  a.reset_after = parse_bool(attrs, "reset_after", true);
-  a.clip_nan = parse_bool(attrs, "clip_nan", false);
+  o.mode = fusedrnn::parse_mode(mode == attrs.end() ? "lstm" : mode->second);
+  o.reverse = parse_bool(attrs, "reverse", false);
+  o.reset_after = parse_bool(attrs, "reset_after", true);
+  o.clip_nan = parse_bool(attrs, "clip_nan", false);
   a.projection = parse_bool(attrs, "projection", false);
   a.use_lengths = parse_bool(attrs, "use_lengths", false);
   a.use_mask = parse_bool(attrs, "use_mask", false);
   a.training = parse_bool(attrs, "training", true);
   if (a.use_lengths && a.use_mask)
     throw fusedrnn::InvalidArgument("use_lengths and use_mask cannot both be set");
-  const bool lo = parse_optional_number(attrs, "clip_min", &a.clip_min);
-  const bool hi = parse_optional_number(attrs, "clip_max", &a.clip_max);
+  const bool lo = parse_optional_number(attrs, "clip_min", &o.clip_min);
+  const bool hi = parse_optional_number(attrs, "clip_max", &o.clip_max);
   if (lo != hi) throw fusedrnn::InvalidArgument("clip_min and clip_max must be given together");
-  a.clip = lo;
-  if (a.mode != fusedrnn::Mode::kLstm && (a.clip || a.projection))
+  o.clip = lo;
+  if (!a.lstm() && (o.clip || a.projection))
     throw fusedrnn::InvalidArgument("clipping and projection are only for mode lstm");
   return a;
 }
 
-// Input positions, given the attributes.
+// The operator's inputs, in order: the arguments that the attributes ask for.
 struct Slots {
-  int x = 0, w_ih = 1, w_hh = 2, b_ih = 3, b_hh = 4, h0 = 5, c0 = -1, w_hr = -1, lengths = -1,
-      mask = -1;
-  explicit Slots(const LayerAttrs& a) {
-    int next = 6;
-    if (a.mode == fusedrnn::Mode::kLstm) c0 = next++;
-    if (a.projection) w_hr = next++;
-    if (a.use_lengths) lengths = next++;
-    if (a.use_mask) mask = next++;
+  std::vector<Arg> args;
+  explicit Slots(const LayerAttrs& a)
+      : args{Arg::kX, Arg::kWih, Arg::kWhh, Arg::kBih, Arg::kBhh, Arg::kH0} {
+    if (a.lstm()) args.push_back(Arg::kC0);
+    if (a.projection) args.push_back(Arg::kWhr);
+    if (a.use_lengths) args.push_back(Arg::kLengths);
+    if (a.use_mask) args.push_back(Arg::kMask);
+  }
+  // The input of argument a, or -1.
+  int operator[](Arg a) const {
+    for (size_t i = 0; i < args.size(); ++i)
+      if (args[i] == a) return static_cast<int>(i);
+    return -1;
   }
   // The integer-valued input (lengths or mask), or -1.
-  int valid() const { return lengths >= 0 ? lengths : mask; }
+  int valid() const { return std::max((*this)[Arg::kLengths], (*this)[Arg::kMask]); }
 };
 
-const char* const kNames[] = {"x", "w_ih", "w_hh", "b_ih", "b_hh", "h0"};
-
-std::string input_name(const Slots& s, int i) {
-  if (i == s.c0) return "c0";
-  if (i == s.w_hr) return "w_hr";
-  if (i == s.lengths) return "lengths";
-  if (i == s.mask) return "mask";
-  return kNames[i];
-}
+// The kernels' names, with 1-d shapes written as "(3)".
+const fusedrnn::ArgNames kNames = [] {
+  fusedrnn::ArgNames names;
+  names.numpy_1d = false;
+  return names;
+}();
 
 // What lib_api reports for a dimension shape inference does not know yet.
 constexpr unsigned kUnknown = static_cast<unsigned>(-1);
 
-std::string shape_str(const std::vector<unsigned>& s) {
-  std::string out = "(";
-  for (size_t i = 0; i < s.size(); ++i)
-    out += (i ? ", " : "") + (s[i] == kUnknown ? std::string("?") : std::to_string(s[i]));
-  return out + ")";
+Shape to_shape(const std::vector<unsigned>& dims) {
+  Shape s;
+  for (unsigned d : dims) s.push_back(d == kUnknown ? -1 : static_cast<int64_t>(d));
+  return s;
 }
 
-fusedrnn::RnnDesc describe(const LayerAttrs& a, const std::vector<std::vector<unsigned>>& in) {
+std::vector<unsigned> to_dims(const Shape& shape) {
+  return std::vector<unsigned>(shape.begin(), shape.end());
+}
+
+// The sizes of a call from the inputs' shapes, every input checked against them.
+fusedrnn::RnnDesc describe(const LayerAttrs& a, const std::vector<Shape>& in) {
   const Slots s(a);
   for (size_t i = 0; i < in.size(); ++i)
-    for (unsigned dim : in[i])
-      if (dim == kUnknown)
+    for (int64_t dim : in[i])
+      if (dim < 0)
         throw fusedrnn::InvalidArgument(
-            input_name(s, static_cast<int>(i)) + " has shape " + shape_str(in[i]) +
+            std::string(kNames[s.args[i]]) + " has shape " + fusedrnn::shape_str(in[i], false) +
             " with an unknown dimension (MXNet reads 0 in a shape as unknown unless "
             "mx.util.set_np_shape(True) is on)");
-  fusedrnn::RnnDesc d;
-  d.mode = a.mode;
-  if (in[s.x].size() != 3)
-    throw fusedrnn::InvalidArgument("x must have 3 dimensions [T, N, C]; got " +
-                                    shape_str(in[s.x]));
-  d.steps = in[s.x][0];
-  d.batch = in[s.x][1];
-  d.input_size = in[s.x][2];
-  const int64_t G = fusedrnn::gate_count(a.mode);
-  if (in[s.w_ih].size() != 2 || in[s.w_ih][0] % G != 0 || in[s.w_ih][0] == 0)
-    throw fusedrnn::InvalidArgument("w_ih must be [G*H, C] with G = " + std::to_string(G) +
-                                    "; got " + shape_str(in[s.w_ih]));
-  d.hidden_size = in[s.w_ih][0] / G;
-  if (a.projection) {
-    if (in[s.w_hr].size() != 2)
-      throw fusedrnn::InvalidArgument("w_hr must be [P, H]; got " + shape_str(in[s.w_hr]));
-    d.proj_size = in[s.w_hr][0];
-  }
-  d.reverse = a.reverse;
-  d.reset_after = a.reset_after;
-  d.clip = a.clip;
-  d.clip_min = a.clip_min;
-  d.clip_max = a.clip_max;
-  d.clip_nan = a.clip_nan;
-  const unsigned T = d.steps, N = d.batch, C = d.input_size, H = d.hidden_size;
-  const unsigned P = d.out_size(), GH = G * H;
-  const std::vector<std::pair<int, std::vector<unsigned>>> expect = {
-      {s.w_ih, {GH, C}}, {s.w_hh, {GH, P}}, {s.b_ih, {GH}}, {s.b_hh, {GH}}, {s.h0, {N, P}},
-      {s.c0, {N, H}},    {s.w_hr, {P, H}},  {s.lengths, {N}}, {s.mask, {T, N}}};
-  for (const auto& e : expect) {
-    if (e.first >= 0 && in[e.first] != e.second)
-      throw fusedrnn::InvalidArgument(input_name(s, e.first) + " has shape " +
-                                      shape_str(in[e.first]) + "; expected " +
-                                      shape_str(e.second));
-  }
-  fusedrnn::validate(d, nullptr);
+  const fusedrnn::RnnDesc d = fusedrnn::describe(a.options, in[s[Arg::kX]], in[s[Arg::kWih]],
+                                                 a.projection ? &in[s[Arg::kWhr]] : nullptr,
+                                                 kNames);
+  for (size_t i = 1; i < in.size(); ++i) fusedrnn::check_shape(d, s.args[i], in[i], kNames);
   return d;
 }
 
-std::vector<std::vector<unsigned>> shapes_of(const MXTensor* tensors, int count) {
-  std::vector<std::vector<unsigned>> out;
-  for (int i = 0; i < count; ++i) out.emplace_back(tensors[i].shape.begin(), tensors[i].shape.end());
+std::vector<Shape> shapes_of(const MXTensor* tensors, int count) {
+  std::vector<Shape> out;
+  for (int i = 0; i < count; ++i)
+    out.emplace_back(tensors[i].shape.begin(), tensors[i].shape.end());
   return out;
 }
 
@@ -211,37 +177,6 @@ double value_at(const MXTensor& t, size_t i, const char* name) {
   }
 }
 
-// Lengths as int32, refusing values that are not whole numbers in [0, T].
-std::vector<int32_t> read_lengths(const MXTensor& t, int64_t T) {
-  std::vector<int32_t> out(t.size());
-  for (size_t i = 0; i < out.size(); ++i) {
-    const double v = value_at(t, i, "lengths");
-    if (!(v >= 0 && v <= static_cast<double>(T)) || v != std::floor(v))
-      throw fusedrnn::InvalidArgument("lengths[" + std::to_string(i) + "] = " +
-                                      std::to_string(v) + " is not a whole number in [0, " +
-                                      std::to_string(T) + "]");
-    out[i] = static_cast<int32_t>(v);
-  }
-  return out;
-}
-
-// A [T, N] mask of 0/1 as the kernels' lengths and positions (sample n's set steps in order).
-void read_mask(const MXTensor& t, int64_t T, int64_t N, std::vector<int32_t>* lengths,
-               std::vector<int32_t>* positions) {
-  lengths->assign(N, 0);
-  positions->resize(T * N);
-  for (int64_t step = 0; step < T; ++step) {
-    for (int64_t n = 0; n < N; ++n) {
-      const double v = value_at(t, step * N + n, "mask");
-      if (v != 0 && v != 1)
-        throw fusedrnn::InvalidArgument("mask[" + std::to_string(step) + ", " +
-                                        std::to_string(n) + "] = " + std::to_string(v) +
-                                        "; a mask holds only 0 and 1");
-      if (v == 1) (*positions)[n * T + (*lengths)[n]++] = static_cast<int32_t>(step);
-    }
-  }
-}
-
 template <typename F>
 MXReturnValue guarded(F&& f) {
   return fusedrnn::mxnet_ops::guarded("_fusedrnn_layer", f);
@@ -249,7 +184,7 @@ MXReturnValue guarded(F&& f) {
 
 class LayerOp : public CustomStatefulOp {
  public:
-  explicit LayerOp(const LayerAttrs& a) : attrs_(a) {}
+  explicit LayerOp(const LayerAttrs& a) : attrs_(a), slots_(a) {}
 
   MXReturnValue Forward(std::vector<MXTensor>* inputs, std::vector<MXTensor>* outputs,
                         const OpResource&) override {
@@ -278,27 +213,36 @@ class LayerOp : public CustomStatefulOp {
 
   template <typename T>
   void forward_into(MXTensor* in, T* y, T* hy, T* cy, bool keep_reserve) {
-    const Slots s(attrs_);
+    const Slots& s = slots_;
+    reserve_.reset();  // kept only from a forward that succeeds
     desc_ = describe(attrs_, shapes_of(in, attrs_.num_inputs()));
     lengths_.clear();
     positions_.clear();
-    if (attrs_.use_lengths) lengths_ = read_lengths(in[s.lengths], desc_.steps);
-    if (attrs_.use_mask) read_mask(in[s.mask], desc_.steps, desc_.batch, &lengths_, &positions_);
-    reserve_.reset();
+    if (attrs_.use_lengths) {
+      const MXTensor& t = in[s[Arg::kLengths]];
+      lengths_ = fusedrnn::lengths_from(desc_.batch, desc_.steps,
+                                        [&](int64_t n) { return value_at(t, n, "lengths"); });
+    }
+    if (attrs_.use_mask) {
+      const MXTensor& t = in[s[Arg::kMask]];
+      fusedrnn::mask_to_valid(desc_.steps, desc_.batch,
+                              [&](int64_t i) { return value_at(t, i, "mask"); }, &lengths_,
+                              &positions_);
+    }
+    fusedrnn::CachedBlock reserve;
     if (keep_reserve)
-      reserve_.reset(fusedrnn::BlockCache::instance().take(
+      reserve.reset(fusedrnn::BlockCache::instance().take(
           std::max<size_t>(fusedrnn::reserve_size(desc_), 1) * sizeof(T)));
-    fusedrnn::Weights<T> w{in[s.w_ih].data<T>(), in[s.w_hh].data<T>(), in[s.b_ih].data<T>(),
-                           in[s.b_hh].data<T>(), attrs_.projection ? in[s.w_hr].data<T>() : nullptr};
-    fusedrnn::forward<T>(desc_, valid(), in[s.x].data<T>(), w, in[s.h0].data<T>(),
-                         s.c0 >= 0 ? in[s.c0].data<T>() : nullptr, y, hy, cy,
-                         static_cast<T*>(reserve_.get()));
+    fusedrnn::forward<T>(desc_, valid(), in[s[Arg::kX]].data<T>(), weights<T>(in),
+                         in[s[Arg::kH0]].data<T>(), data<T>(in, Arg::kC0), y, hy, cy,
+                         static_cast<T*>(reserve.get()));
+    reserve_ = std::move(reserve);
   }
 
   // inputs: the output gradients, then the forward inputs, then the forward outputs.
   template <typename T>
   void run_backward(std::vector<MXTensor>& in, std::vector<MXTensor>& out) {
-    const Slots s(attrs_);
+    const Slots& s = slots_;
     const int n_out = attrs_.num_outputs();
     MXTensor* fwd_in = in.data() + n_out;
     if (!reserve_) {
@@ -310,18 +254,16 @@ class LayerOp : public CustomStatefulOp {
           cy(n_out > 2 ? fwd_out[2].size() : 0);
       forward_into<T>(fwd_in, y.data(), hy.data(), n_out > 2 ? cy.data() : nullptr, true);
     }
-    fusedrnn::Weights<T> w{fwd_in[s.w_ih].data<T>(), fwd_in[s.w_hh].data<T>(),
-                           fwd_in[s.b_ih].data<T>(), fwd_in[s.b_hh].data<T>(),
-                           attrs_.projection ? fwd_in[s.w_hr].data<T>() : nullptr};
+    // outputs: the inputs' gradients, in the inputs' order.
     fusedrnn::Grads<T> g;
-    g.dx = out[s.x].data<T>();
-    g.dw_ih = out[s.w_ih].data<T>();
-    g.dw_hh = out[s.w_hh].data<T>();
-    g.db_ih = out[s.b_ih].data<T>();
-    g.db_hh = out[s.b_hh].data<T>();
-    g.dh0 = out[s.h0].data<T>();
-    if (s.c0 >= 0) g.dc0 = out[s.c0].data<T>();
-    if (s.w_hr >= 0) g.dw_hr = out[s.w_hr].data<T>();
+    g.dx = data<T>(out.data(), Arg::kX);
+    g.dw_ih = data<T>(out.data(), Arg::kWih);
+    g.dw_hh = data<T>(out.data(), Arg::kWhh);
+    g.db_ih = data<T>(out.data(), Arg::kBih);
+    g.db_hh = data<T>(out.data(), Arg::kBhh);
+    g.dh0 = data<T>(out.data(), Arg::kH0);
+    g.dc0 = data<T>(out.data(), Arg::kC0);
+    g.dw_hr = data<T>(out.data(), Arg::kWhr);
     if (s.valid() >= 0) {
       // Lengths and masks are integers: their gradient is zero.
       MXTensor& dl = out[s.valid()];
@@ -330,10 +272,23 @@ class LayerOp : public CustomStatefulOp {
       if (dl.dtype == mxnet::ext::kUint8 || dl.dtype == mxnet::ext::kInt8) bytes = 1;
       std::memset(dl.data_ptr, 0, dl.size() * bytes);
     }
-    fusedrnn::backward<T>(desc_, valid(), fwd_in[s.x].data<T>(), w, fwd_in[s.h0].data<T>(),
-                          s.c0 >= 0 ? fwd_in[s.c0].data<T>() : nullptr,
+    fusedrnn::backward<T>(desc_, valid(), fwd_in[s[Arg::kX]].data<T>(), weights<T>(fwd_in),
+                          fwd_in[s[Arg::kH0]].data<T>(), data<T>(fwd_in, Arg::kC0),
                           static_cast<const T*>(reserve_.get()), in[0].data<T>(),
                           in[1].data<T>(), n_out > 2 ? in[2].data<T>() : nullptr, g);
+  }
+
+  // The data of argument a among the inputs (or their gradients), or null if it has none.
+  template <typename T>
+  T* data(MXTensor* tensors, Arg a) const {
+    const int i = slots_[a];
+    return i >= 0 ? tensors[i].data<T>() : nullptr;
+  }
+
+  template <typename T>
+  fusedrnn::Weights<T> weights(MXTensor* in) const {
+    return {data<T>(in, Arg::kWih), data<T>(in, Arg::kWhh), data<T>(in, Arg::kBih),
+            data<T>(in, Arg::kBhh), data<T>(in, Arg::kWhr)};
   }
 
   fusedrnn::Valid valid() const {
@@ -341,7 +296,8 @@ class LayerOp : public CustomStatefulOp {
                            positions_.empty() ? nullptr : positions_.data(), attrs_.use_mask);
   }
 
-  LayerAttrs attrs_;
+  const LayerAttrs attrs_;
+  const Slots slots_;
   fusedrnn::RnnDesc desc_;
   std::vector<int32_t> lengths_, positions_;
   fusedrnn::CachedBlock reserve_;  // what a training forward keeps for backward
@@ -377,13 +333,15 @@ MXReturnValue infer_type(const Attrs& attrs, std::vector<int>* in, std::vector<i
         if (t != mxnet::ext::kFloat32 && t != mxnet::ext::kFloat64 && t != mxnet::ext::kInt32 &&
             t != mxnet::ext::kInt64 && t != mxnet::ext::kUint8 && t != mxnet::ext::kInt8)
           throw fusedrnn::InvalidArgument(
-              input_name(s, i) + " must be int32, int64, uint8, int8, float32 or float64 " +
+              std::string(kNames[s.args[i]]) +
+              " must be int32, int64, uint8, int8, float32 or float64 " +
               "(MXNet 1.9 cannot pass bool or float16 arrays to a library operator); got dtype "
               "flag " + std::to_string(t));
         continue;
       }
       if ((*in)[i] != dtype)
-        throw fusedrnn::InvalidArgument(input_name(s, i) + " must have the dtype of x");
+        throw fusedrnn::InvalidArgument(std::string(kNames[s.args[i]]) +
+                                        " must have the dtype of x");
     }
     for (int& t : *out) t = dtype;
   });
@@ -396,38 +354,40 @@ MXReturnValue infer_type(const Attrs& attrs, std::vector<int>* in, std::vector<i
 void complete_inputs(const LayerAttrs& a, std::vector<std::vector<unsigned>>* in) {
   const Slots s(a);
   std::vector<std::vector<unsigned>>& v = *in;
-  auto dim = [&](int slot, size_t k) {
-    return slot >= 0 && k < v[slot].size() ? v[slot][k] : kUnknown;
+  auto dim = [&](Arg arg, size_t k) {
+    const int i = s[arg];
+    return i >= 0 && k < v[i].size() ? v[i][k] : kUnknown;
   };
   auto first_known = [](std::initializer_list<unsigned> dims) {
     for (unsigned d : dims)
       if (d != kUnknown) return d;
     return kUnknown;
   };
-  if (v[s.x].size() != 3) return;
-  for (unsigned d : v[s.x])
-    if (d == kUnknown) return;
-  const unsigned T = v[s.x][0], N = v[s.x][1], C = v[s.x][2];
-  const unsigned G = fusedrnn::gate_count(a.mode);
+  const std::vector<unsigned>& x = v[s[Arg::kX]];
+  if (x.size() != 3 || std::count(x.begin(), x.end(), kUnknown) > 0) return;
+  const unsigned G = fusedrnn::gate_count(a.options.mode);
   auto per_gate = [G](unsigned d) { return d == kUnknown || d % G ? kUnknown : d / G; };
-  const unsigned H = first_known({per_gate(dim(s.w_ih, 0)), per_gate(dim(s.w_hh, 0)),
-                                  per_gate(dim(s.b_ih, 0)), per_gate(dim(s.b_hh, 0)),
-                                  dim(s.c0, 1), dim(s.w_hr, 1)});
+  const unsigned H = first_known({per_gate(dim(Arg::kWih, 0)), per_gate(dim(Arg::kWhh, 0)),
+                                  per_gate(dim(Arg::kBih, 0)), per_gate(dim(Arg::kBhh, 0)),
+                                  dim(Arg::kC0, 1), dim(Arg::kWhr, 1)});
   if (H == kUnknown || H == 0) return;
-  const unsigned P = a.projection ? first_known({dim(s.w_hr, 0), dim(s.h0, 1), dim(s.w_hh, 1)})
+  const unsigned P = a.projection ? first_known({dim(Arg::kWhr, 0), dim(Arg::kH0, 1),
+                                                 dim(Arg::kWhh, 1)})
                                   : H;
   if (P == kUnknown) return;
-  const std::vector<std::pair<int, std::vector<unsigned>>> expect = {
-      {s.w_ih, {G * H, C}}, {s.w_hh, {G * H, P}}, {s.b_ih, {G * H}}, {s.b_hh, {G * H}},
-      {s.h0, {N, P}},       {s.c0, {N, H}},       {s.w_hr, {P, H}},  {s.lengths, {N}},
-      {s.mask, {T, N}}};
-  for (const auto& e : expect) {
-    if (e.first < 0) continue;
-    std::vector<unsigned>& shape = v[e.first];
-    bool fits = shape.empty() || shape.size() == e.second.size();
+  fusedrnn::RnnDesc sizes = a.options;
+  sizes.steps = x[0];
+  sizes.batch = x[1];
+  sizes.input_size = x[2];
+  sizes.hidden_size = H;
+  sizes.proj_size = a.projection ? P : 0;
+  for (size_t i = 1; i < v.size(); ++i) {
+    const std::vector<unsigned> want = to_dims(fusedrnn::expected_shape(sizes, s.args[i]));
+    std::vector<unsigned>& shape = v[i];
+    bool fits = shape.empty() || shape.size() == want.size();
     for (size_t k = 0; fits && k < shape.size(); ++k)
-      fits = shape[k] == kUnknown || shape[k] == e.second[k];
-    if (fits) shape = e.second;
+      fits = shape[k] == kUnknown || shape[k] == want[k];
+    if (fits) shape = want;
   }
 }
 
@@ -447,11 +407,12 @@ MXReturnValue infer_shape(const Attrs& attrs, std::vector<std::vector<unsigned>>
     // When only x is unknown nothing else can fill it in: an imperative call with a zero in
     // x's shape (MXNet's unknown), which describe() refuses by name.
     if (!fully_known({in->begin() + 1, in->end()})) return;
-    const fusedrnn::RnnDesc d = describe(a, *in);
-    const unsigned T = d.steps, N = d.batch, P = d.out_size(), H = d.hidden_size;
-    (*out)[0] = {T, N, P};
-    (*out)[1] = {N, P};
-    if (out->size() > 2) (*out)[2] = {N, H};
+    std::vector<Shape> shapes;
+    for (const std::vector<unsigned>& dims : *in) shapes.push_back(to_shape(dims));
+    const fusedrnn::RnnDesc d = describe(a, shapes);
+    (*out)[0] = to_dims(fusedrnn::expected_shape(d, Arg::kY));
+    (*out)[1] = to_dims(fusedrnn::expected_shape(d, Arg::kH0));
+    if (out->size() > 2) (*out)[2] = to_dims(fusedrnn::expected_shape(d, Arg::kC0));
   });
 }
 

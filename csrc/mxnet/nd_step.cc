@@ -20,6 +20,7 @@
 #include <utility>
 #include <vector>
 
+#include "fusedrnn/contract.h"
 #include "fusedrnn/rnn.h"
 
 namespace fusedrnn {
@@ -79,13 +80,12 @@ void check(int status, const char* what) {
 
 struct Array {
   void* handle;
-  const char* name;
-  std::vector<int64_t> shape;
+  Shape shape;
   int dtype = -1, stype = -1, dev_type = 0, dev_id = 0;
 };
 
-Array inspect(uintptr_t handle, const char* name) {
-  Array a{reinterpret_cast<void*>(handle), name, {}};
+Array inspect(uintptr_t handle) {
+  Array a{reinterpret_cast<void*>(handle), {}};
   int ndim = 0;
   const int* dims = nullptr;
   check(g_api.get_storage_type(a.handle, &a.stype), "MXNDArrayGetStorageType");
@@ -94,25 +94,6 @@ Array inspect(uintptr_t handle, const char* name) {
   check(g_api.get_shape(a.handle, &ndim, &dims), "MXNDArrayGetShapeEx");
   a.shape.assign(dims, dims + (ndim > 0 ? ndim : 0));
   return a;
-}
-
-std::string shape_str(const std::vector<int64_t>& s) {
-  std::string out = "(";
-  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
-  return out + (s.size() == 1 ? ",)" : ")");
-}
-
-void expect_ndim(const Array& a, size_t ndim, const char* layout) {
-  if (a.shape.size() != ndim)
-    throw InvalidArgument(std::string(a.name) + " must have " + std::to_string(ndim) +
-                          " dimension" + (ndim == 1 ? " " : "s ") + layout + "; got shape " +
-                          shape_str(a.shape));
-}
-
-void expect_shape(const Array& a, const std::vector<int64_t>& shape) {
-  if (a.shape != shape)
-    throw InvalidArgument(std::string(a.name) + " has shape " + shape_str(a.shape) +
-                          "; expected " + shape_str(shape));
 }
 
 // A handle of our own to an NDArray (sharing its memory), freed with this object.
@@ -151,6 +132,14 @@ struct Outcome {
 
 constexpr const char* kNames[] = {"i2h_weight", "h2h_weight", "i2h_bias", "h2h_bias",
                                   "inputs",     "states[0]",  "states[1]"};
+
+// The cell's names for the kernels' arguments.
+const ArgNames kCellNames = [] {
+  ArgNames names;
+  names.names = {"inputs",    "i2h_weight", "h2h_weight", "i2h_bias", "h2h_bias", "states[0]",
+                 "states[1]", "w_hr",       "y",          "lengths",  "mask",     "positions"};
+  return names;
+}();
 
 // What the pushed function owns: its own handles to the inputs (the caller's may be freed
 // before the engine runs it) and the outputs' memory (whose handles the caller gets; MXNet
@@ -257,14 +246,8 @@ std::vector<uintptr_t> nd_cell_step(const std::string& mode, bool reset_after, u
                                     const std::vector<uintptr_t>& states,
                                     const std::vector<uintptr_t>& weights) {
   if (!g_api.create) throw std::logic_error("set_ndarray_api was not called");
-  static const std::pair<const char*, Mode> kModes[] = {
-      {"lstm", Mode::kLstm}, {"gru", Mode::kGru}, {"rnn_tanh", Mode::kRnnTanh},
-      {"rnn_relu", Mode::kRnnRelu}};
   RnnDesc d;
-  bool known = false;
-  for (const auto& m : kModes)
-    if (mode == m.first) d.mode = m.second, known = true;
-  if (!known) throw InvalidArgument("mode '" + mode + "' is not a cell mode");
+  d.mode = parse_mode(mode);
   const size_t n_states = d.mode == Mode::kLstm ? 2 : 1;
   if (states.size() != n_states)
     throw InvalidArgument("states must hold " + std::to_string(n_states) + " arrays; got " +
@@ -274,7 +257,7 @@ std::vector<uintptr_t> nd_cell_step(const std::string& mode, bool reset_after, u
   handles.push_back(x);
   handles.insert(handles.end(), states.begin(), states.end());
   std::vector<Array> in;
-  for (size_t i = 0; i < handles.size(); ++i) in.push_back(inspect(handles[i], kNames[i]));
+  for (uintptr_t h : handles) in.push_back(inspect(h));
   // Only dense CPU arrays of one float dtype on one device; the operator takes the rest (and
   // reports a device mismatch in MXNet's words).
   const Array& xa = in[4];
@@ -283,33 +266,32 @@ std::vector<uintptr_t> nd_cell_step(const std::string& mode, bool reset_after, u
         a.dtype != xa.dtype || (xa.dtype != kFloat32 && xa.dtype != kFloat64))
       return {};
 
-  // Every array's full shape is checked against the sizes before any memory is read.
-  const int64_t G = gate_count(d.mode);
-  expect_ndim(in[1], 2, "[G * hidden_size, hidden_size]");
-  if (in[1].shape[0] % G != 0 || in[1].shape[0] == 0)
-    throw InvalidArgument("h2h_weight has " + std::to_string(in[1].shape[0]) + " rows; "
-                          "expected a positive multiple of " + std::to_string(G) +
-                          " (gates) for mode '" + mode + "'");
-  expect_ndim(in[0], 2, "[G * hidden_size, input_size]");
+  // Every array's full shape is checked against the sizes before any memory is read. A
+  // cell's weights fix its sizes (H from h2h_weight, C from i2h_weight), the inputs the batch.
+  d.hidden_size = hidden_size_from(d.mode, in[1].shape, kNames[1],
+                                   "[G * hidden_size, hidden_size]");
+  check_rank(kNames[0], in[0].shape, 2, "[G * hidden_size, input_size]");
   if (xa.shape.size() != 2 || xa.shape[0] == 0 || xa.shape[1] == 0)
     throw InvalidArgument("inputs of a step must have shape [N, C] (no zero-size dimension); "
                           "got " + shape_str(xa.shape));
   d.steps = 1;
   d.batch = xa.shape[0];
   d.input_size = in[0].shape[1];
-  d.hidden_size = in[1].shape[0] / G;
   d.reset_after = reset_after;
-  const int64_t N = d.batch, C = d.input_size, H = d.hidden_size;
-  expect_shape(in[0], {G * H, C});
-  expect_shape(in[1], {G * H, H});
-  expect_shape(in[2], {G * H});
-  expect_shape(in[3], {G * H});
-  expect_shape(xa, {N, C});
-  for (size_t i = 5; i < in.size(); ++i) expect_shape(in[i], {N, H});
+  const Arg order[] = {Arg::kWih, Arg::kWhh, Arg::kBih, Arg::kBhh, Arg::kX, Arg::kH0, Arg::kC0};
+  for (size_t i = 0; i < in.size(); ++i) {
+    // (A step's inputs are x without its time axis.)
+    if (order[i] == Arg::kX) {
+      check_shape(kCellNames[Arg::kX], xa.shape, {d.batch, d.input_size});
+    } else {
+      check_shape(d, order[i], in[i].shape, kCellNames);
+    }
+  }
   validate(d, nullptr);
 
   const EngineContext ctx{xa.dev_type, xa.dev_id};
   const bool lstm = d.mode == Mode::kLstm;
+  const int64_t N = d.batch, H = d.hidden_size;
   NewArray hy(N, H, xa.dtype, ctx);
   std::unique_ptr<NewArray> cy(lstm ? new NewArray(N, H, xa.dtype, ctx) : nullptr);
   std::unique_ptr<StepTask> task(new StepTask{d, xa.dtype, {}, hy.data, cy ? cy->data : nullptr,

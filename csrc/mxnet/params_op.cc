@@ -16,6 +16,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "fusedrnn/contract.h"
 #include "fusedrnn/rnn.h"
 #include "guard.h"
 
@@ -58,10 +59,8 @@ struct Sizes {
 
 Sizes sizes(const Attrs& attrs) {
   auto m = attrs.find("mode");
-  const std::string mode = m == attrs.end() ? "" : m->second;
   Sizes z;
-  z.G = mode == "lstm" ? 4 : mode == "gru" ? 3 : mode.rfind("rnn_", 0) == 0 ? 1 : 0;
-  if (z.G == 0) throw fusedrnn::InvalidArgument("mode must be one of lstm, gru, rnn_tanh, rnn_relu");
+  z.G = fusedrnn::gate_count(fusedrnn::parse_mode(m == attrs.end() ? "" : m->second));
   z.H = int_attr(attrs, "state_size", 0);
   z.L = int_attr(attrs, "num_layers", 1);
   z.D = int_attr(attrs, "bidirectional", 0) ? 2 : 1;

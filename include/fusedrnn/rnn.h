@@ -61,6 +61,7 @@ struct Valid {
 };
 
 // Checks the sizes, options and the valid positions (lengths in [0, T], positions as above).
+// forward() and backward() call it; bindings read sizes through contract.h's describe().
 void validate(const RnnDesc& desc, const Valid& valid);
 
 // Elements of the dtype that a training forward stores for backward (worst case: lengths T).
@@ -103,7 +104,8 @@ void backward(const RnnDesc& desc, const Valid& valid, const T* x, const Weights
               const T* h0, const T* c0, const T* reserve, const T* dy, const T* dhy,
               const T* dcy, const Grads<T>& grads);
 
-// Threads the kernels use (fusedrnn's own pool; the OpenBLAS it calls stays single-threaded).
+// Threads the kernels use (an OpenMP team, MXNet's own where MXNet is loaded; the OpenBLAS
+// they call stays single-threaded).
 // 0 or less restores the default: OMP_NUM_THREADS if set, else the cores this process may use.
 // More than 1024 throws InvalidArgument.
 void set_num_threads(int n);

@@ -1,4 +1,5 @@
-"""Where fusedrnn's Python code calls its MXNet operators (layers, cells, nd/sym.RNN).
+"""Where fusedrnn's Python code calls its MXNet operators (layers, cells, nd/sym.RNN), and
+the graph of layers and directions that the layers and nd/sym.RNN share.
 
 lib_api (MXNet 1.9.1) never tells a library operator whether to write or to add its
 gradients: the dispatcher drops `req`. MXNet asks for an add wherever it sums into a gradient
@@ -68,3 +69,29 @@ def fused_layer(F, x, weights, states, w_hr=None, valid=None, **attrs):
     if valid is not None:
         inputs.append(valid)
     return F._internal._fusedrnn_layer(*inputs, **attrs)
+
+
+def layers_and_directions(F, x, states, num_layers, dirs, dropout, run):
+    """x [T, N, C] through num_layers layers of dirs directions each (a bidirectional layer's
+    outputs concatenated on the feature axis, dropout between layers); the graph of the
+    layers and of nd/sym.RNN. states: [h0] or [h0, c0], each [num_layers * dirs, N, ...];
+    run(x, k, init) -> [y, hy, (cy)] runs layer and direction k (direction k % dirs, 1 is
+    the reverse one) from init, its states. Returns (y, [hy, (cy)]) stacked as states."""
+    count = num_layers * dirs
+    # split (unlike slice + squeeze) lets shape inference run backwards, which a graph needs
+    # when gluon's begin_state leaves the batch size open.
+    inits = [[F.reshape(s, (-3, -2))] if count == 1 else
+             F.split(s, num_outputs=count, axis=0, squeeze_axis=True) for s in states]
+    finals = [[] for _ in states]
+    for layer in range(num_layers):
+        outs = []
+        for d in range(dirs):
+            k = layer * dirs + d
+            res = run(x, k, [init[k] for init in inits])
+            outs.append(res[0])
+            for i, final in enumerate(finals):
+                final.append(res[1 + i])
+        x = outs[0] if dirs == 1 else F.concat(*outs, dim=2)
+        if dropout and layer < num_layers - 1:
+            x = F.Dropout(x, p=dropout)
+    return x, [F.stack(*final, axis=0) for final in finals]

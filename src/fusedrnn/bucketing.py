@@ -5,18 +5,13 @@ to its own longest sequence, and a collate function that pads and returns the le
     loader = gluon.data.DataLoader(dataset, batch_sampler=sampler, batchify_fn=pad_collate)
     for batch, lengths in loader: ...         # batch [N, T_batch, ...] (NTC), post-padded
 """
-import numbers
-
 import numpy as np
 import mxnet as mx
 
+from . import _checks
 from .padding import pad_sequences
 
 __all__ = ["BucketSampler", "pad_collate"]
-
-
-def _positive_int(value):
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
 
 
 class BucketSampler(mx.gluon.data.Sampler):
@@ -36,11 +31,8 @@ class BucketSampler(mx.gluon.data.Sampler):
         if lengths.ndim != 1 or (lengths.size and (lengths.min() < 0 or
                                                   not np.issubdtype(lengths.dtype, np.integer))):
             raise ValueError("lengths must be a 1-D sequence of non-negative integers")
-        if not _positive_int(batch_size):
-            raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
-        if num_buckets is not None and not _positive_int(num_buckets):
-            raise ValueError(f"num_buckets must be None or a positive integer; got "
-                             f"{num_buckets!r}")
+        _checks.positive_int("batch_size", batch_size)
+        _checks.positive_int("num_buckets", num_buckets, none_ok=True)
         if last_batch not in ("keep", "discard"):
             raise ValueError(f"last_batch must be 'keep' or 'discard'; got {last_batch!r}")
         self._lengths = lengths

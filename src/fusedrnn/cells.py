@@ -15,15 +15,13 @@ back to gluon's own step and unroll.
 """
 import ctypes
 
-import numpy as np
 from mxnet import autograd, gluon, ndarray, symbol
 from mxnet.base import _LIB, NDArrayHandle
 from mxnet.gluon.parameter import DeferredInitializationError
 from mxnet.gluon.rnn.rnn_cell import _format_sequence, _get_begin_state
 
-from . import _C
+from . import _C, _checks
 from ._op import fused_layer
-from .layers import _check_values
 
 __all__ = ["LSTMCell", "GRUCell", "RNNCell"]
 
@@ -34,11 +32,6 @@ _C._set_ndarray_api({name: ctypes.cast(getattr(_LIB, name), ctypes.c_void_p).val
     "MXNDArrayGetContext", "MXNDArrayGetStorageType", "MXNDArrayCreateEx",
     "MXShallowCopyNDArray", "MXNDArrayWaitToRead", "MXNDArrayFree", "MXEnginePushAsyncND",
     "MXGetLastError")})
-
-
-def _check_dtype(dtype):
-    if np.dtype(dtype) not in (np.float32, np.float64):
-        raise TypeError(f"inputs must be float32 or float64; got {np.dtype(dtype)}")
 
 
 def _dense(states):
@@ -62,26 +55,11 @@ class _FusedCell:
         if inputs.ndim != 2 or 0 in inputs.shape:
             raise ValueError(f"inputs of a step must have shape [N, C] (no zero-size "
                              f"dimension); got {inputs.shape}")
-        _check_dtype(inputs.dtype)
+        _checks.float_dtype(inputs.dtype)
         self._check_states(states, inputs.shape[0], inputs.dtype)
 
     def _check_states(self, states, batch, dtype):
-        count = len(self.state_info())
-        if isinstance(states, ndarray.NDArray):
-            states = [states]
-        if not isinstance(states, (list, tuple)) or len(states) != count:
-            raise ValueError(f"states must be a list of {count} NDArray(s) (see begin_state); "
-                             f"got {type(states).__name__}" +
-                             (f" of {len(states)}" if isinstance(states, (list, tuple)) else ""))
-        for i, state in enumerate(states):
-            if not isinstance(state, ndarray.NDArray):
-                raise TypeError(f"states[{i}] must be an NDArray; got {type(state).__name__}")
-            if state.shape != (batch, self._hidden_size):
-                raise ValueError(f"states[{i}] must have shape {(batch, self._hidden_size)}; "
-                                 f"got {state.shape}")
-            if state.dtype != dtype:
-                raise TypeError(f"states[{i}] has dtype {np.dtype(state.dtype)}; expected "
-                                f"{np.dtype(dtype)} (the dtype of inputs)")
+        _checks.states(states, [(batch, self._hidden_size)] * len(self.state_info()), dtype)
 
     def forward(self, inputs, states):
         # A step outside autograd (a decoding loop) runs on the arrays' memory: an operator's
@@ -146,8 +124,7 @@ class _FusedCell:
         if mode is None:
             return super().unroll(length, inputs, begin_state=begin_state, layout=layout,
                                   merge_outputs=merge_outputs, valid_length=valid_length)
-        if layout not in ("NTC", "TNC"):
-            raise ValueError(f"layout must be 'NTC' or 'TNC'; got {layout!r}")
+        _checks.one_of("layout", layout, ("NTC", "TNC"))
         if isinstance(inputs, ndarray.NDArray) and inputs.ndim != 3:
             raise ValueError(f"inputs must have 3 dimensions ({layout}); got shape "
                              f"{inputs.shape}")
@@ -159,7 +136,7 @@ class _FusedCell:
             if 0 in x.shape:
                 raise ValueError(f"inputs must not have a zero-size dimension; got shape "
                                  f"{x.shape}")
-            _check_dtype(x.dtype)
+            _checks.float_dtype(x.dtype)
             if valid_length is not None:
                 if not isinstance(valid_length, ndarray.NDArray):
                     raise TypeError(f"valid_length must be an NDArray, like inputs; got "
@@ -167,7 +144,7 @@ class _FusedCell:
                 if valid_length.shape != (batch_size,):
                     raise ValueError(f"valid_length must have shape ({batch_size},); got "
                                      f"{valid_length.shape}")
-                _check_values("valid_length", valid_length, length)
+                _checks.valid_values("valid_length", valid_length, length)
             if begin_state is not None:
                 begin_state = _dense(begin_state)
                 self._check_states(begin_state, batch_size, x.dtype)
@@ -196,7 +173,16 @@ class _FusedCell:
 
 
 class LSTMCell(_FusedCell, gluon.rnn.LSTMCell):
-    """Drop-in for `mxnet.gluon.rnn.LSTMCell`; one fused operator per step or unroll."""
+    """Drop-in for `mxnet.gluon.rnn.LSTMCell` (the same arguments, in the same order); one
+    fused operator per step or unroll."""
+
+    def __init__(self, hidden_size, i2h_weight_initializer=None, h2h_weight_initializer=None,
+                 i2h_bias_initializer="zeros", h2h_bias_initializer="zeros", input_size=0,
+                 prefix=None, params=None, activation="tanh", recurrent_activation="sigmoid"):
+        _checks.positive_int("hidden_size", hidden_size)
+        super().__init__(hidden_size, i2h_weight_initializer, h2h_weight_initializer,
+                         i2h_bias_initializer, h2h_bias_initializer, input_size, prefix, params,
+                         activation, recurrent_activation)
 
     def _fused_mode(self):
         default = self._activation == "tanh" and self._recurrent_activation == "sigmoid"
@@ -204,11 +190,15 @@ class LSTMCell(_FusedCell, gluon.rnn.LSTMCell):
 
 
 class GRUCell(_FusedCell, gluon.rnn.GRUCell):
-    """Drop-in for `mxnet.gluon.rnn.GRUCell`, plus `reset_after` (default True, MXNet's GRU;
-    False: the original GRU)."""
+    """Drop-in for `mxnet.gluon.rnn.GRUCell` (the same arguments, in the same order), plus
+    `reset_after` (default True, MXNet's GRU; False: the original GRU)."""
 
-    def __init__(self, *args, reset_after=True, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, hidden_size, i2h_weight_initializer=None, h2h_weight_initializer=None,
+                 i2h_bias_initializer="zeros", h2h_bias_initializer="zeros", input_size=0,
+                 prefix=None, params=None, *, reset_after=True):
+        _checks.positive_int("hidden_size", hidden_size)
+        super().__init__(hidden_size, i2h_weight_initializer, h2h_weight_initializer,
+                         i2h_bias_initializer, h2h_bias_initializer, input_size, prefix, params)
         self._reset_after = bool(reset_after)
 
     def _fused_mode(self):
@@ -216,7 +206,16 @@ class GRUCell(_FusedCell, gluon.rnn.GRUCell):
 
 
 class RNNCell(_FusedCell, gluon.rnn.RNNCell):
-    """Drop-in for `mxnet.gluon.rnn.RNNCell` (activation 'tanh' or 'relu' fused)."""
+    """Drop-in for `mxnet.gluon.rnn.RNNCell` (the same arguments, in the same order;
+    activation 'tanh' or 'relu' fused, others run gluon's own step)."""
+
+    def __init__(self, hidden_size, activation="tanh", i2h_weight_initializer=None,
+                 h2h_weight_initializer=None, i2h_bias_initializer="zeros",
+                 h2h_bias_initializer="zeros", input_size=0, prefix=None, params=None):
+        _checks.positive_int("hidden_size", hidden_size)
+        super().__init__(hidden_size, activation, i2h_weight_initializer,
+                         h2h_weight_initializer, i2h_bias_initializer, h2h_bias_initializer,
+                         input_size, prefix, params)
 
     def _fused_mode(self):
         return {"tanh": "rnn_tanh", "relu": "rnn_relu"}.get(self._activation)

@@ -210,7 +210,7 @@ def train(model, train_seqs, val_seqs, epochs, batch_size, seed, lr=4e-3, label=
             log["batch_seconds"].append(elapsed)
             tokens, seconds = tokens + n, seconds + elapsed
             smooth = value if smooth is None else 0.95 * smooth + 0.05 * value
-            bar.set_postfix_str(f"loss {smooth:.3f}, {tokens / seconds:,.0f} tok/s")
+            bar.set_postfix_str(f"loss {smooth:.3f}, {tokens / seconds:,.0f} characters/s")
         bar.close()
         log["padding"] = sampler.padding_fraction
         log["val_loss"].append(evaluate(model, val_seqs))
@@ -308,8 +308,8 @@ def make_parser():
                    help="characters to sample at each temperature; default 300")
     p.add_argument("--prompt", default="", help="text the samples start with")
     p.add_argument("--threads", type=_positive("--threads"), default=None,
-                   help="threads for fusedrnn and MXNet's operators; default: every core "
-                        "this process may use")
+                   help="threads for fusedrnn and MXNet's operators; default: "
+                        "OMP_NUM_THREADS if set, else every core this process may use")
     p.add_argument("--compare", action="store_true",
                    help="also train the same model with mxnet.gluon.rnn on the same batches "
                         "and print both side by side")

@@ -36,30 +36,24 @@ __all__ = ["forward", "backward", "reserve_size", "set_num_threads", "get_num_th
            "instruction_set"]
 
 
-def _lengths(lengths, n):
-    """Lengths as a C-contiguous int32 array, refusing values that are not whole numbers."""
+def _lengths(lengths, x):
+    """Lengths as int32; the kernels' own check refuses what is not a whole number in [0, T]."""
     if lengths is None:
         return None
     arr = np.asarray(lengths)
+    n = x.shape[1]
     if arr.ndim != 1 or arr.shape[0] != n:
         raise ValueError(f"lengths must have shape ({n},) (one per sample); got {arr.shape}")
-    if arr.dtype.kind == "f":
-        if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
-            raise ValueError("lengths must be whole numbers; got non-integer values")
-    elif arr.dtype.kind not in "iu":
+    if arr.dtype.kind not in "iuf":
         # (bools included: a boolean array here is more likely a mask given as lengths)
         raise TypeError(f"lengths must be integers; got dtype {arr.dtype}")
-    if arr.size and arr.min() < 0:
-        raise ValueError(f"lengths must be >= 0; got {arr.min()}")
-    if arr.size and arr.max() > np.iinfo(np.int32).max:
-        # Larger than any T the kernels accept; the exact bound is checked against x there.
-        raise ValueError(f"lengths must be <= T; got {arr.max()}")
-    return np.ascontiguousarray(arr, dtype=np.int32)
+    return _C._lengths_as_int32(arr.astype(np.float64), x.shape[0])
 
 
 def _mask(mask, lengths, x):
     """A [T, N] mask as (lengths, positions): positions[n, :lengths[n]] are sample n's set
-    time positions in increasing order."""
+    time positions in increasing order (the kernels' conversion, which refuses values other
+    than 0 and 1)."""
     if lengths is not None:
         raise ValueError("give lengths or mask, not both")
     arr = np.asarray(mask)
@@ -69,14 +63,7 @@ def _mask(mask, lengths, x):
                          f"dimensions); got {arr.shape}")
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"mask must hold bools or 0/1; got dtype {arr.dtype}")
-    if arr.dtype.kind != "b":
-        if not np.all((arr == 0) | (arr == 1)):
-            raise ValueError("mask must hold only 0 and 1 (or bools)")
-        arr = arr == 1
-    valid = arr.T  # [N, T]
-    # A stable sort of "not valid" puts each row's set positions first, in time order.
-    positions = np.argsort(~valid, axis=1, kind="stable").astype(np.int32)
-    return valid.sum(axis=1, dtype=np.int32), positions
+    return _C._mask_as_valid(arr.astype(np.float64))
 
 
 def _clip_value(value, name):
@@ -96,7 +83,7 @@ def _options(mode, x, lengths, mask, reverse, reset_after, clip_min, clip_max, c
     if mask is not None:
         lengths, positions = _mask(mask, lengths, x)
     elif x.ndim == 3:
-        lengths = _lengths(lengths, x.shape[1])
+        lengths = _lengths(lengths, x)
     return dict(lengths=lengths, positions=positions, carry=mask is not None,
                 reverse=bool(reverse), reset_after=bool(reset_after),
                 clip_min=_clip_value(clip_min, "clip_min"),
@@ -150,17 +137,15 @@ def reserve_size(mode, steps, batch, input_size, hidden_size, proj_size=0):
 
 
 def set_num_threads(n):
-    """Threads the kernels use (fusedrnn's own pool; its OpenBLAS stays single-threaded and
-    large products are split across the pool). n <= 0 restores the default: OMP_NUM_THREADS
-    if set, else the cores this process may run on."""
+    """Threads the kernels use (an OpenMP team, MXNet's own where MXNet is loaded; their
+    OpenBLAS stays single-threaded and large products are split across the team). n <= 0
+    restores the default: OMP_NUM_THREADS if set, else the cores this process may run on."""
     _C.set_num_threads(int(n))
 
 
 def get_num_threads():
     """Threads the kernels use."""
     return _C.get_num_threads()
-
-
 
 
 def instruction_set():

@@ -19,12 +19,11 @@ Extras:
   changes); 'auto' (the default) picks per call, see `choose_unroll`. All give the same numbers.
 - GRU `reset_after` (default True, MXNet's GRU; False: the original GRU).
 """
-import numbers
-
 import numpy as np
 from mxnet import autograd, gluon, ndarray, symbol
 
-from ._op import fused_layer, legacy, numpy_mode
+from . import _checks
+from ._op import fused_layer, layers_and_directions, legacy, numpy_mode
 from ._results import MODES
 
 __all__ = ["LSTM", "GRU", "RNN", "choose_unroll"]
@@ -43,7 +42,7 @@ def choose_unroll(mode, steps, batch, hidden_size, training):
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
     for name, value in (("steps", steps), ("batch", batch), ("hidden_size", hidden_size)):
-        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 0:
+        if not _checks.is_int(value) or value < 0:
             raise ValueError(f"{name} must be a non-negative integer; got {value!r}")
     if training or batch != 1 or hidden_size < 256:
         return False
@@ -51,21 +50,23 @@ def choose_unroll(mode, steps, batch, hidden_size, training):
 
 
 class _FusedLayer:
-    """The shared forward of the fused layers (mixed into the gluon.rnn classes)."""
+    """The shared checks and forward of the fused layers (mixed into the gluon.rnn classes)."""
 
     _reset_after = True
+    _call = None  # (valid kind, unrolled steps or None, dtype, training) of the current graph
 
-    def __init__(self, *args, unroll="auto", **kwargs):
-        super().__init__(*args, **kwargs)
-        for name, value in (("hidden_size", self._hidden_size),
-                            ("num_layers", self._num_layers)):
-            if not _positive_int(value):
-                raise ValueError(f"{name} must be a positive integer; got {value!r}")
-        if unroll not in (False, True, "auto"):
-            raise ValueError(f"unroll must be False, True or 'auto'; got {unroll!r}")
-        self._unroll = unroll
-        # (valid kind, unrolled steps or None, dtype, training) of the current graph
-        self._call = None
+    @staticmethod
+    def _check_arguments(hidden_size, num_layers, layout, dropout, input_size, unroll):
+        """What gluon's constructor accepts but the layer could not run, or gluon refuses
+        with a bare AssertionError."""
+        _checks.positive_int("hidden_size", hidden_size)
+        _checks.positive_int("num_layers", num_layers)
+        if not (_checks.is_int(input_size) and input_size >= 0):
+            raise ValueError(f"input_size must be a non-negative integer (0: from the first "
+                             f"input); got {input_size!r}")
+        _checks.one_of("layout", layout, ("TNC", "NTC"))
+        _checks.fraction("dropout", dropout)
+        _checks.one_of("unroll", unroll, (False, True, "auto"))
 
     def __call__(self, inputs, states=None, sequence_length=None, mask=None, **kwargs):
         if sequence_length is not None and mask is not None:
@@ -101,17 +102,21 @@ class _FusedLayer:
                 if sequence_length.shape != (N,):
                     raise ValueError(f"sequence_length must have shape ({N},); got "
                                      f"{sequence_length.shape}")
-                _check_values("sequence_length", sequence_length, T)
+                _checks.valid_values("sequence_length", sequence_length, T)
             if kind == "mask":
                 want = (N, T) if self._layout == "NTC" else (T, N)
                 if mask.shape != want:
                     raise ValueError(f"mask must have shape {want} for layout {self._layout}; "
                                      f"got {mask.shape}")
-                _check_values("mask", mask, 1)
+                _checks.valid_values("mask", mask, 1)
                 if np.dtype(mask.dtype) == np.bool_:
                     mask = mask.astype("uint8")  # MXNet 1.9 cannot pass bools to the operator
             if states is not None:
-                self._check_states(states, N, dtype)
+                P = self._projection_size or self._hidden_size
+                shapes = [(self._num_layers * self._dir, N, P)]
+                if self._mode == "lstm":
+                    shapes.append((self._num_layers * self._dir, N, self._hidden_size))
+                _checks.states(states, shapes, dtype, note=f" for mode {self._mode!r}")
             unroll = self._unroll
             if unroll == "auto":
                 unroll = choose_unroll(self._mode, T, N, self._hidden_size,
@@ -140,33 +145,11 @@ class _FusedLayer:
         return gluon.HybridBlock.__call__(self, inputs, states, *extra, **kwargs)
 
     def _check_dtype(self, dtype):
-        if np.dtype(dtype) not in (np.float32, np.float64):
-            raise TypeError(f"inputs must be float32 or float64; got {np.dtype(dtype)}")
+        _checks.float_dtype(dtype)
         param = self.l0_i2h_weight.dtype
         if np.dtype(param) != np.dtype(dtype):
             raise TypeError(f"inputs has dtype {np.dtype(dtype)} but the layer's parameters "
                             f"are {np.dtype(param)}: cast one of them (layer.cast)")
-
-    def _check_states(self, states, N, dtype):
-        if isinstance(states, ndarray.NDArray):
-            states = [states]
-        P = self._projection_size or self._hidden_size
-        shapes = [(self._num_layers * self._dir, N, P)]
-        if self._mode == "lstm":
-            shapes.append((self._num_layers * self._dir, N, self._hidden_size))
-        if not isinstance(states, (list, tuple)) or len(states) != len(shapes):
-            raise ValueError(f"states must be a list of {len(shapes)} NDArray(s) for mode "
-                             f"{self._mode!r} (see begin_state); got {type(states).__name__}"
-                             + (f" of {len(states)}" if isinstance(states, (list, tuple))
-                                else ""))
-        for i, (state, shape) in enumerate(zip(states, shapes)):
-            if not isinstance(state, ndarray.NDArray):
-                raise TypeError(f"states[{i}] must be an NDArray; got {type(state).__name__}")
-            if state.shape != shape:
-                raise ValueError(f"states[{i}] must have shape {shape}; got {state.shape}")
-            if state.dtype != dtype:
-                raise TypeError(f"states[{i}] has dtype {np.dtype(state.dtype)}; expected "
-                                f"{np.dtype(dtype)} (the dtype of inputs)")
 
     def _forward_kernel(self, F, inputs, states, valid, **kwargs):
         # HybridBlock.infer_shape and export trace hybrid_forward without __call__: a graph
@@ -191,67 +174,24 @@ class _FusedLayer:
                 attrs.update(clip_min=self._lstm_state_clip_min,
                              clip_max=self._lstm_state_clip_max)
 
-        def per_layer(s):
-            # split (unlike slice + squeeze) lets shape inference run backwards, which a
-            # graph needs when gluon's begin_state leaves the batch size open.
-            count = self._num_layers * self._dir
-            if count == 1:
-                return [F.reshape(s, (-3, -2))]
-            return F.split(s, num_outputs=count, axis=0, squeeze_axis=True)
+        def run(x, k, init):
+            reverse = k % self._dir == 1
+            prefix = "{}{}_".format("lr"[reverse], k // self._dir)
+            weights = [kwargs[prefix + g] for g in
+                       ("i2h_weight", "h2h_weight", "i2h_bias", "h2h_bias")]
+            w_hr = kwargs[prefix + "h2r_weight"] if projection else None
+            if steps is None:
+                return fused_layer(F, x, weights, init, w_hr, valid, reverse=reverse,
+                                   use_lengths=kind == "lengths", use_mask=kind == "mask",
+                                   **attrs)
+            return _unrolled(F, x, weights, init, w_hr, kind, valid, steps, dtype, reverse,
+                             attrs)
 
-        h_init = per_layer(states[0])
-        c_init = per_layer(states[1]) if self._mode == "lstm" else None
-
-        x, hys, cys = inputs, [], []
-        for layer in range(self._num_layers):
-            outs = []
-            for j, d in enumerate(["l", "r"][:self._dir]):
-                k = layer * self._dir + j
-                prefix = "{}{}_".format(d, layer)
-                weights = [kwargs[prefix + g] for g in
-                           ("i2h_weight", "h2h_weight", "i2h_bias", "h2h_bias")]
-                init = [h_init[k]] + ([c_init[k]] if c_init is not None else [])
-                w_hr = kwargs[prefix + "h2r_weight"] if projection else None
-                if steps is None:
-                    res = fused_layer(F, x, weights, init, w_hr, valid, reverse=j == 1,
-                                      use_lengths=kind == "lengths", use_mask=kind == "mask",
-                                      **attrs)
-                else:
-                    res = _unrolled(F, x, weights, init, w_hr, kind, valid, steps, dtype,
-                                    j == 1, attrs)
-                outs.append(res[0])
-                hys.append(res[1])
-                if self._mode == "lstm":
-                    cys.append(res[2])
-            x = outs[0] if self._dir == 1 else F.concat(*outs, dim=2)
-            if self._dropout and layer < self._num_layers - 1:
-                x = F.Dropout(x, p=self._dropout)
+        x, new_states = layers_and_directions(F, inputs, states[:2 if self._mode == "lstm" else 1],
+                                              self._num_layers, self._dir, self._dropout, run)
         if self._layout == "NTC":
             x = F.swapaxes(x, 0, 1)
-        new_states = [F.stack(*hys, axis=0)]
-        if self._mode == "lstm":
-            new_states.append(F.stack(*cys, axis=0))
         return numpy_mode(x), [numpy_mode(s) for s in new_states]
-
-
-def _positive_int(value):
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
-
-
-def _check_values(name, array, upper):
-    """Refuses an NDArray of lengths (upper = T) or a mask (upper = 1) whose values are not
-    whole numbers in [0, upper], before the operator would, and under the user's name for it
-    (the per-step path turns lengths into comparisons, which would never fail)."""
-    is_mask = name == "mask"
-    allowed = ("int32", "int64", "uint8", "int8", "float32", "float64") + \
-        (("bool",) if is_mask else ())
-    if np.dtype(array.dtype).name not in allowed:
-        raise TypeError(f"{name} must be {', '.join(allowed)}; got {np.dtype(array.dtype)}")
-    values = array.asnumpy().astype(np.float64)
-    bad = ~((values >= 0) & (values <= upper) & (values == np.floor(values)))
-    if bad.any():
-        what = "only 0 and 1" if is_mask else f"whole numbers in [0, {upper}] (T)"
-        raise ValueError(f"{name} must hold {what}; got {values[bad].flat[0]!r}")
 
 
 def _unrolled(F, x, weights, init, w_hr, kind, valid, steps, dtype, reverse, attrs):
@@ -285,18 +225,61 @@ def _unrolled(F, x, weights, init, w_hr, kind, valid, steps, dtype, reverse, att
 
 
 class LSTM(_FusedLayer, gluon.rnn.LSTM):
-    """Drop-in for `mxnet.gluon.rnn.LSTM` (same arguments); see the module docstring."""
+    """Drop-in for `mxnet.gluon.rnn.LSTM` (the same arguments, in the same order), plus
+    `unroll`; see the module docstring."""
+
+    def __init__(self, hidden_size, num_layers=1, layout="TNC", dropout=0, bidirectional=False,
+                 input_size=0, i2h_weight_initializer=None, h2h_weight_initializer=None,
+                 i2h_bias_initializer="zeros", h2h_bias_initializer="zeros",
+                 projection_size=None, h2r_weight_initializer=None, state_clip_min=None,
+                 state_clip_max=None, state_clip_nan=False, dtype="float32", *,
+                 use_sequence_length=False, unroll="auto", prefix=None, params=None):
+        self._check_arguments(hidden_size, num_layers, layout, dropout, input_size, unroll)
+        if projection_size:  # gluon reads 0 as no projection
+            _checks.positive_int("projection_size", projection_size)
+        if (state_clip_min is None) != (state_clip_max is None):
+            raise ValueError(f"state_clip_min and state_clip_max must be given together; got "
+                             f"{state_clip_min!r} and {state_clip_max!r}")
+        super().__init__(hidden_size, num_layers, layout, dropout, bidirectional, input_size,
+                         i2h_weight_initializer, h2h_weight_initializer, i2h_bias_initializer,
+                         h2h_bias_initializer, projection_size, h2r_weight_initializer,
+                         state_clip_min, state_clip_max, state_clip_nan, dtype,
+                         use_sequence_length=use_sequence_length, prefix=prefix, params=params)
+        self._unroll = unroll
 
 
 class GRU(_FusedLayer, gluon.rnn.GRU):
-    """Drop-in for `mxnet.gluon.rnn.GRU`, plus `reset_after` (default True, MXNet's GRU;
-    False: the original GRU, with the reset gate applied before W_hn); see the module
-    docstring."""
+    """Drop-in for `mxnet.gluon.rnn.GRU` (the same arguments, in the same order), plus
+    `unroll` and `reset_after` (default True, MXNet's GRU; False: the original GRU, with the
+    reset gate applied before W_hn); see the module docstring."""
 
-    def __init__(self, *args, reset_after=True, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, hidden_size, num_layers=1, layout="TNC", dropout=0, bidirectional=False,
+                 input_size=0, i2h_weight_initializer=None, h2h_weight_initializer=None,
+                 i2h_bias_initializer="zeros", h2h_bias_initializer="zeros", dtype="float32", *,
+                 use_sequence_length=False, unroll="auto", reset_after=True, prefix=None,
+                 params=None):
+        self._check_arguments(hidden_size, num_layers, layout, dropout, input_size, unroll)
+        super().__init__(hidden_size, num_layers, layout, dropout, bidirectional, input_size,
+                         i2h_weight_initializer, h2h_weight_initializer, i2h_bias_initializer,
+                         h2h_bias_initializer, dtype, use_sequence_length=use_sequence_length,
+                         prefix=prefix, params=params)
+        self._unroll = unroll
         self._reset_after = bool(reset_after)
 
 
 class RNN(_FusedLayer, gluon.rnn.RNN):
-    """Drop-in for `mxnet.gluon.rnn.RNN` (activation 'tanh' or 'relu')."""
+    """Drop-in for `mxnet.gluon.rnn.RNN` (the same arguments, in the same order; activation
+    'tanh' or 'relu'), plus `unroll`; see the module docstring."""
+
+    def __init__(self, hidden_size, num_layers=1, activation="relu", layout="TNC", dropout=0,
+                 bidirectional=False, i2h_weight_initializer=None, h2h_weight_initializer=None,
+                 i2h_bias_initializer="zeros", h2h_bias_initializer="zeros", input_size=0,
+                 dtype="float32", *, use_sequence_length=False, unroll="auto", prefix=None,
+                 params=None):
+        self._check_arguments(hidden_size, num_layers, layout, dropout, input_size, unroll)
+        _checks.one_of("activation", activation, ("tanh", "relu"))
+        super().__init__(hidden_size, num_layers, activation, layout, dropout, bidirectional,
+                         i2h_weight_initializer, h2h_weight_initializer, i2h_bias_initializer,
+                         h2h_bias_initializer, input_size, dtype,
+                         use_sequence_length=use_sequence_length, prefix=prefix, params=params)
+        self._unroll = unroll

@@ -10,11 +10,10 @@ cuts every layer's weights out of the flat vector; directions of a bidirectional
 over every sample's valid prefix, and their outputs are concatenated on the feature axis.
 `fusedrnn.sym.RNN` is the same on symbols.
 """
-import numbers
-
 import mxnet as mx
 
-from ._op import fused_layer, req_safe
+from . import _checks
+from ._op import fused_layer, layers_and_directions, req_safe
 from ._results import GATES
 
 __all__ = ["RNN"]
@@ -83,10 +82,6 @@ def RNN(data=None, parameters=None, state=None, state_cell=None, sequence_length
     return outs if state_outputs else outs[0]
 
 
-def _is_int(value):
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
 def _check_arguments(kind, kwargs, data, parameters, state, state_cell, sequence_length,
                      state_size, num_layers, mode, use_sequence_length, projection_size, p):
     """The checks nd.RNN and sym.RNN share; kind is NDArray or Symbol."""
@@ -95,16 +90,15 @@ def _check_arguments(kind, kwargs, data, parameters, state, state_cell, sequence
         raise TypeError(f"RNN() got unexpected arguments {sorted(kwargs)}")
     if mode not in GATES:
         raise ValueError(f"mode must be one of {tuple(GATES)}; got {mode!r}")
-    for name, value in (("state_size", state_size), ("num_layers", num_layers)):
-        if not _is_int(value) or value < 1:
-            raise ValueError(f"{name} must be a positive integer; got {value!r}")
-    if projection_size is not None and (not _is_int(projection_size) or projection_size < 0):
+    _checks.positive_int("state_size", state_size)
+    _checks.positive_int("num_layers", num_layers)
+    if projection_size is not None and not (_checks.is_int(projection_size) and
+                                            projection_size >= 0):  # 0, like None: none
         raise ValueError(f"projection_size must be None or a positive integer; got "
                          f"{projection_size!r}")
     if projection_size and mode != "lstm":
         raise ValueError(f"projection_size is only for mode 'lstm'; got mode {mode!r}")
-    if not isinstance(p, numbers.Real) or not 0 <= p <= 1:
-        raise ValueError(f"p (dropout) must be a number in [0, 1]; got {p!r}")
+    _checks.fraction("p (dropout)", p)
     for name, value in (("data", data), ("parameters", parameters), ("state", state)):
         if not isinstance(value, kind):
             raise TypeError(f"{name} must be {what}")
@@ -166,35 +160,16 @@ def _rnn(F, data, parameters, state, state_cell, sequence_length, state_size, nu
     cut = dict(mode=mode, state_size=state_size, num_layers=num_layers,
                bidirectional=bidirectional, projection_size=projection_size or 0)
 
-    def per_layer(s):
-        if num_layers * dirs == 1:
-            return [F.reshape(s, (-3, -2))]
-        return F.split(s, num_outputs=num_layers * dirs, axis=0, squeeze_axis=True)
-
-    h_init = per_layer(state)
-    c_init = per_layer(state_cell) if mode == "lstm" else None
-
     per_piece = 5 if projection_size else 4
     cut_out = F._internal._fusedrnn_params(req_safe(F, data), req_safe(F, parameters), **cut)
     pieces = [cut_out[i] for i in range(num_layers * dirs * per_piece)]
-    x, hys, cys = data, [], []
-    for layer in range(num_layers):
-        outs = []
-        for d in range(dirs):
-            k = layer * dirs + d
-            w = pieces[k * per_piece:(k + 1) * per_piece]
-            init = [h_init[k]] + ([c_init[k]] if mode == "lstm" else [])
-            res = fused_layer(F, x, w[:4], init, w[4] if projection_size else None,
-                              sequence_length if use_sequence_length else None,
-                              reverse=d == 1, **attrs)
-            outs.append(res[0])
-            hys.append(res[1])
-            if mode == "lstm":
-                cys.append(res[2])
-        x = outs[0] if dirs == 1 else F.concat(*outs, dim=2)
-        if p and layer < num_layers - 1:
-            x = F.Dropout(x, p=p)
-    result = [x, F.stack(*hys, axis=0)]
-    if mode == "lstm":
-        result.append(F.stack(*cys, axis=0))
-    return result
+
+    def run(x, k, init):
+        w = pieces[k * per_piece:(k + 1) * per_piece]
+        return fused_layer(F, x, w[:4], init, w[4] if projection_size else None,
+                           sequence_length if use_sequence_length else None,
+                           reverse=k % dirs == 1, **attrs)
+
+    states = [state] + ([state_cell] if mode == "lstm" else [])
+    x, finals = layers_and_directions(F, data, states, num_layers, dirs, p, run)
+    return [x] + finals

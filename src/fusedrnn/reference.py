@@ -33,7 +33,7 @@ unchanged and y[t, n] repeats the output of its previous step in that order (0 b
 first valid step); dx[t, n] = 0 there. A mask [[1]*L + [0]*(T-L)] gives the lengths semantics
 except for y past L, which repeats y[L-1] instead of being 0.
 
-Details the spec leaves open, fixed here:
+Details the equations above leave open, fixed here:
   * the ReLU derivative at exactly 0 is taken as 0 (as PyTorch does);
   * a cell value that clip_nan turned from NaN into clip_min gets zero gradient towards
     everything upstream (it is a constant), also when the previous cell state was NaN;

@@ -1,0 +1,321 @@
+"""keras-mxnet's LSTM, GRU and SimpleRNN on fusedrnn's fused operator (`fusedrnn[keras]`).
+
+`fusedrnn.keras.LSTM`, `GRU` and `SimpleRNN` are `keras.layers.LSTM`, `GRU` and `SimpleRNN`
+(keras-mxnet 2.2.4.3, the MXNet backend) with the same constructor, weights, config and
+saved-model format; only `call` differs: instead of `K.rnn` over a graph of per-step
+operators, one `_fusedrnn_layer` operator runs the whole sequence. So
+
+    model.set_weights(stock_model.get_weights())
+    keras.models.load_model(path, custom_objects=fusedrnn.keras.custom_objects())
+
+work both ways, and `patch()` makes unchanged Keras code build fused layers.
+
+Keras' weights stay Keras' variables; the graph cuts, reorders and transposes them into the
+operator's layout, so gradients reach them through MXNet's own operators:
+kernel [C, G*H] -> w_ih [G*H, C], recurrent_kernel [H, G*H] -> w_hh [G*H, H]; Keras' one
+bias is the operator's b_ih (b_hh = 0), except GRU(reset_after=True), whose bias [2, 3H] is
+[b_ih; b_hh]. Gate order: LSTM i, f, c, o is the operator's i, f, g, o; GRU z, r, h becomes
+r, z, n.
+
+Masks (`Embedding(mask_zero=True)`, `Masking`) go to the operator as a [T, N] mask with
+Keras' semantics: a masked step keeps the states and repeats the previous output (0 before
+the first unmasked step), and costs nothing. The time length need not be fixed: a model built
+with `input_shape=(None, C)` runs batches of any length, with `unroll` True or False.
+
+What the kernels cannot compute yet makes that layer run Keras' own code, with one warning
+per reason: `recurrent_dropout`, `dropout`, and activations other than tanh (and relu for
+SimpleRNN) with sigmoid gates; Keras 2.2.4's default gate activation, `hard_sigmoid`, is one of
+them until the kernels have it (`_GATE_ACTIVATIONS`).
+
+keras-mxnet 2.2.4.3 imports names that Python 3.10 removed (`collections.Iterable` & co.)
+and 3.11 (`inspect.getargspec`); importing this module puts them back before it imports
+keras.
+"""
+import collections
+import collections.abc
+import inspect
+import os
+import warnings
+
+
+def _restore_removed_names():
+    """The aliases keras-mxnet 2.2.4.3 needs on Python >= 3.10."""
+    for name in ("Callable", "Hashable", "Iterable", "Iterator", "Mapping", "MutableMapping",
+                 "MutableSequence", "MutableSet", "Sequence", "Set"):
+        if not hasattr(collections, name):
+            setattr(collections, name, getattr(collections.abc, name))
+    if not hasattr(inspect, "getargspec"):
+        ArgSpec = collections.namedtuple("ArgSpec", "args varargs keywords defaults")
+
+        def getargspec(func):
+            spec = inspect.getfullargspec(func)
+            return ArgSpec(spec.args, spec.varargs, spec.varkw, spec.defaults)
+
+        inspect.getargspec = getargspec
+
+
+_restore_removed_names()
+# keras-mxnet's default backend is MXNet already; a KERAS_BACKEND left over for another
+# backend would make these layers unusable, and is refused below.
+os.environ.setdefault("KERAS_BACKEND", "mxnet")
+
+import keras  # noqa: E402
+import mxnet as mx  # noqa: E402
+from keras import activations  # noqa: E402
+from keras import backend as K  # noqa: E402
+from keras.layers import recurrent  # noqa: E402
+
+from ._op import fused_layer  # noqa: E402
+
+if K.backend() != "mxnet":
+    raise ImportError(f"fusedrnn.keras needs Keras' MXNet backend (keras-mxnet); Keras runs "
+                      f"the {K.backend()!r} backend (KERAS_BACKEND)")
+
+from keras.backend.mxnet_backend import KerasSymbol, keras_mxnet_symbol  # noqa: E402
+
+__all__ = ["LSTM", "GRU", "SimpleRNN", "patch", "unpatch", "custom_objects"]
+
+# Keras' name of a gate activation -> the operator's; a name missing here runs Keras' own path.
+# The kernels compute the logistic sigmoid; hard_sigmoid (Keras 2.2.4's default) joins when
+# they have it, as "hard_sigmoid": "hard_sigmoid" plus the operator attribute it selects.
+_GATE_ACTIVATIONS = {"sigmoid": None}
+
+_warned = set()
+
+
+def _activation_name(fn):
+    return activations.serialize(fn) if fn is not None else "linear"
+
+
+def _warn_once(layer, reason):
+    key = (type(layer).__name__, reason)
+    if key not in _warned:
+        _warned.add(key)
+        warnings.warn(f"fusedrnn.keras.{type(layer).__name__}: {reason}; this layer runs "
+                      f"Keras' own (per-step) code", stacklevel=3)
+
+
+def _reorder(w, units, order, axis):
+    """w's gate blocks (each `units` wide along axis) in the given order."""
+    blocks = [mx.sym.slice_axis(w, axis=axis, begin=g * units, end=(g + 1) * units)
+              for g in order]
+    return mx.sym.concat(*blocks, dim=axis)
+
+
+@keras_mxnet_symbol
+def _fused_rnn(inputs, weights, states, mask, mode, units, gate_order, bias_layout,
+               go_backwards, reset_after, return_sequences):
+    """The operator over Keras tensors: (output, new states); output: [N, T, H] if
+    return_sequences, else Keras' last output [N, H].
+
+    inputs [N, T, C]; weights: [kernel, recurrent_kernel, (bias)] (KerasSymbols: passing them
+    makes them neighbours of the result, which is how keras-mxnet finds their values);
+    states: [h0 (, c0)] [N, H], or [] for zeros; mask [N, T] or None; bias_layout: None (no bias), "one"
+    (Keras' single bias, b_hh = 0) or "two" (GRU reset_after: [2, G*H])."""
+    kernel, recurrent_kernel = weights[0].symbol, weights[1].symbol
+    gates = len(gate_order)
+
+    def operator_layout(w):  # [in, G*H] -> [G*H, in] in the operator's gate order
+        if gate_order != tuple(range(gates)):
+            w = _reorder(w, units, gate_order, axis=1)
+        return mx.sym.transpose(w)
+
+    w_ih, w_hh = operator_layout(kernel), operator_layout(recurrent_kernel)
+    if bias_layout is None:
+        b_ih = b_hh = mx.sym.zeros(shape=(gates * units,))
+    else:
+        bias = weights[2].symbol
+        if bias_layout == "two":
+            b_ih = mx.sym.reshape(mx.sym.slice_axis(bias, axis=0, begin=0, end=1), shape=(-1,))
+            b_hh = mx.sym.reshape(mx.sym.slice_axis(bias, axis=0, begin=1, end=2), shape=(-1,))
+        else:
+            b_ih, b_hh = bias, mx.sym.zeros_like(bias)
+        if gate_order != tuple(range(gates)):
+            b_ih = _reorder(b_ih, units, gate_order, axis=0)
+            b_hh = _reorder(b_hh, units, gate_order, axis=0)
+    x = mx.sym.swapaxes(inputs.symbol, dim1=0, dim2=1)  # TNC
+    attrs = dict(mode=mode, reverse=go_backwards, reset_after=reset_after,
+                 training=bool(K.learning_phase()))
+    valid = None
+    if mask is not None:
+        # Keras' [N, T] of 0/1 in any dtype -> [T, N] float32, which the operator reads as
+        # 0/1 (MXNet 1.9 cannot pass bool arrays to a library operator).
+        valid = mx.sym.transpose(mx.sym.cast(mask.symbol, dtype="float32"))
+        attrs["use_mask"] = True
+    # keras-mxnet infers shapes while it builds the model (for the loss, say), with the batch
+    # size and maybe the time length unknown. Keras' initial states (from tile) then have no
+    # known rank, which MXNet 1.9.1's bridge to library operators cannot take (see
+    # fusedrnn.nd._shaped_like_data), and the operator cannot infer its outputs, which the
+    # bridge then reports as scalars ([]) that the next operator refuses. So the states going
+    # in take their shape from a tensor made for it from x's (an identity), and the outputs
+    # are added to zeros of their shape (a scalar broadcasts): [N, H] and [T, N, H]
+    # broadcasts of a [T, N, 1] slice of x.
+    zeros = mx.sym.BlockGrad(mx.sym.zeros_like(mx.sym.slice_axis(x, axis=2, begin=0, end=1)))
+    first = mx.sym.reshape(mx.sym.slice_axis(zeros, axis=0, begin=0, end=1), shape=(-3, 0))
+    like_state = mx.sym.broadcast_to(first, shape=(0, units))
+    if states:
+        states = [mx.sym._internal._identity_with_attr_like_rhs(s.symbol, like_state)
+                  for s in states]
+    else:
+        states = [like_state] * (2 if mode == "lstm" else 1)
+    out = fused_layer(mx.sym, x, [w_ih, w_hh, b_ih, b_hh], states, valid=valid, **attrs)
+    new_states = [mx.sym.broadcast_add(out[1 + k], like_state) for k in range(len(states))]
+    if return_sequences:
+        y = mx.sym.broadcast_add(out[0], mx.sym.broadcast_to(zeros, shape=(0, 0, units)))
+        if go_backwards:  # Keras' sequence is in visiting order
+            y = mx.sym.reverse(y, axis=0)
+        output = mx.sym.swapaxes(y, dim1=0, dim2=1)
+    elif valid is None:
+        output = new_states[0]
+    else:
+        # Keras' last output: the output of the sample's last unmasked step (its final h), or
+        # 0 if it has none (its final h is then h0).
+        ran = mx.sym.reshape(mx.sym.sum(valid, axis=0) > 0, shape=(-1, 1))
+        output = mx.sym.broadcast_mul(new_states[0], ran)
+    return KerasSymbol(output), [KerasSymbol(s) for s in new_states]
+
+
+@keras_mxnet_symbol
+def _zero_state(inputs, units):
+    """Zeros [N, units] for inputs [N, T, C], made without shape inference: Keras' own
+    get_initial_state infers shapes, and with keras-mxnet gets [1, N * units] when the batch
+    size is not fixed and inputs come from another RNN layer."""
+    first = mx.sym.slice_axis(mx.sym.slice_axis(inputs.symbol, axis=1, begin=0, end=1),
+                              axis=2, begin=0, end=1)  # [N, 1, 1]
+    zeros = mx.sym.zeros_like(mx.sym.reshape(first, shape=(-3, 0)))  # [N, 1]
+    return KerasSymbol(mx.sym.broadcast_to(mx.sym.BlockGrad(zeros), shape=(0, units)))
+
+
+class _FusedRNN:
+    """What the three fused layers share; mixed in before the Keras class."""
+
+    def get_initial_state(self, inputs):
+        sizes = self.cell.state_size
+        return [_zero_state(inputs, units=units)
+                for units in (sizes if hasattr(sizes, "__len__") else [sizes])]
+
+    def _keras_call(self, inputs, mask, training, initial_state):
+        """Keras' own code, unrolled where the time length is fixed: keras-mxnet's unroll=False
+        path (mx.sym.contrib.foreach) computes zeros with MXNet 1.9.1."""
+        timesteps = K.int_shape(inputs[0] if isinstance(inputs, list) else inputs)[1]
+        unroll = self.unroll
+        if timesteps is None:
+            if not unroll:
+                _warn_once(self, "the time length is not fixed, and keras-mxnet's unroll=False "
+                                 "path computes zeros with MXNet 1.9.1")
+        elif timesteps > 1:
+            self.unroll = True
+        try:
+            return super().call(inputs, mask=mask, training=training,
+                                initial_state=initial_state)
+        finally:
+            self.unroll = unroll
+
+    def _fused_plan(self):
+        """(operator mode, gate order, why not) for this layer's cell."""
+        raise NotImplementedError
+
+    def _bias_layout(self):
+        return "one" if self.cell.use_bias else None
+
+    def call(self, inputs, mask=None, training=None, initial_state=None):
+        mode, gate_order, why_not = self._fused_plan()
+        if why_not is None and self.cell.dropout:
+            why_not = f"dropout={self.cell.dropout} (input dropout) is not fused yet"
+        if why_not is None and self.cell.recurrent_dropout:
+            why_not = (f"recurrent_dropout={self.cell.recurrent_dropout} is not in the "
+                       f"kernels")
+        if why_not is not None:
+            _warn_once(self, why_not)
+            return self._keras_call(inputs, mask, training, initial_state)
+        # As keras.layers.RNN.call, up to K.rnn.
+        if isinstance(inputs, list):
+            initial_state = inputs[1:] or None
+            inputs = inputs[0]
+        if initial_state is None and self.stateful:
+            initial_state = self.states
+        if isinstance(mask, list):
+            mask = mask[0]
+        if initial_state is not None and len(initial_state) != len(self.states):
+            raise ValueError(f"Layer has {len(self.states)} states but was passed "
+                             f"{len(initial_state)} initial states.")
+        cell = self.cell
+        weights = [cell.kernel, cell.recurrent_kernel] + ([cell.bias] if cell.use_bias else [])
+        output, states = _fused_rnn(
+            inputs, weights, list(initial_state or []), mask, mode=mode, units=cell.units,
+            gate_order=gate_order, bias_layout=self._bias_layout(),
+            go_backwards=self.go_backwards, reset_after=getattr(cell, "reset_after", False),
+            return_sequences=self.return_sequences)
+        if self.stateful:
+            self.add_update(list(zip(self.states, states)), inputs)
+        if self.return_state:
+            return [output] + list(states)
+        return output
+
+
+def _gated_plan(cell, mode, gate_order):
+    activation = _activation_name(cell.activation)
+    gate = _activation_name(cell.recurrent_activation)
+    if activation != "tanh":
+        return mode, gate_order, f"activation={activation!r} is not in the kernels (tanh is)"
+    if gate not in _GATE_ACTIVATIONS:
+        return mode, gate_order, (f"recurrent_activation={gate!r} is not in the kernels "
+                                  f"({', '.join(map(repr, _GATE_ACTIVATIONS))} is)")
+    return mode, gate_order, None
+
+
+class SimpleRNN(_FusedRNN, keras.layers.SimpleRNN):
+    """keras.layers.SimpleRNN on fusedrnn's fused operator (activation tanh or relu)."""
+
+    def _fused_plan(self):
+        activation = _activation_name(self.cell.activation)
+        modes = {"tanh": "rnn_tanh", "relu": "rnn_relu"}
+        if activation not in modes:
+            return None, (0,), (f"activation={activation!r} is not in the kernels "
+                                f"(tanh and relu are)")
+        return modes[activation], (0,), None
+
+
+class LSTM(_FusedRNN, keras.layers.LSTM):
+    """keras.layers.LSTM on fusedrnn's fused operator (gates i, f, c, o in both)."""
+
+    def _fused_plan(self):
+        return _gated_plan(self.cell, "lstm", (0, 1, 2, 3))
+
+
+class GRU(_FusedRNN, keras.layers.GRU):
+    """keras.layers.GRU on fusedrnn's fused operator (Keras' gates z, r, h are the operator's
+    r, z, n; reset_after False and True)."""
+
+    def _fused_plan(self):
+        return _gated_plan(self.cell, "gru", (1, 0, 2))
+
+    def _bias_layout(self):
+        if not self.cell.use_bias:
+            return None
+        return "two" if self.cell.reset_after else "one"
+
+
+_FUSED = {"LSTM": LSTM, "GRU": GRU, "SimpleRNN": SimpleRNN}
+_STOCK = {name: getattr(recurrent, name) for name in _FUSED}
+
+
+def custom_objects():
+    """For keras.models.load_model: the fused layers under the names Keras saves them as."""
+    return dict(_FUSED)
+
+
+def patch():
+    """Makes keras.layers.LSTM, GRU and SimpleRNN the fused layers, so unchanged Keras code
+    (`keras.layers.LSTM(...)`, `from keras.layers import LSTM` after the call) and
+    load_model build them. keras.layers.recurrent keeps Keras' classes: their methods reach
+    keras.layers.RNN through `super(LSTM, self)`, the name in that module, so replacing it
+    there would break every stock layer made while patched."""
+    for name, cls in _FUSED.items():
+        setattr(keras.layers, name, cls)
+
+
+def unpatch():
+    """Undoes patch()."""
+    for name, cls in _STOCK.items():
+        setattr(keras.layers, name, cls)
