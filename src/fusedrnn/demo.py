@@ -30,7 +30,12 @@ import time
 import mxnet as mx
 import numpy as np
 from mxnet import autograd, gluon, nd
-from tqdm import tqdm
+
+try:
+    from tqdm import tqdm
+except ImportError as e:  # the progress bar is the demo's alone, so tqdm comes with its extra
+    raise ImportError("fusedrnn.demo needs tqdm: pip install 'fusedrnn[demo]' "
+                      "(or, in a clone, pip install '.[demo]')") from e
 
 import fusedrnn
 
