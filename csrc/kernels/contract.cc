@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cinttypes>
 #include <cstdio>
+#include <initializer_list>
 #include <limits>
 
 namespace fusedrnn {
@@ -53,6 +54,17 @@ const char* mode_name(Mode mode) {
     case Mode::kRnnTanh: return "rnn_tanh";
     default: return "rnn_relu";
   }
+}
+
+GateActivation parse_gate_activation(const std::string& name) {
+  for (GateActivation a : {GateActivation::kSigmoid, GateActivation::kHardSigmoid})
+    if (name == gate_activation_name(a)) return a;
+  throw InvalidArgument("gate_activation must be 'sigmoid' or 'hard_sigmoid'; got '" + name +
+                        "'");
+}
+
+const char* gate_activation_name(GateActivation activation) {
+  return activation == GateActivation::kHardSigmoid ? "hard_sigmoid" : "sigmoid";
 }
 
 std::string shape_str(const Shape& s, bool numpy_1d) {
@@ -156,6 +168,10 @@ void validate(const RnnDesc& d, const Valid& valid) {
   require(d.proj_size >= 0, "proj_size must be >= 0, got " + str(d.proj_size));
   require(d.proj_size == 0 || d.mode == Mode::kLstm, "proj_size is only supported for LSTM");
   require(!d.clip || d.mode == Mode::kLstm, "state clipping is only supported for LSTM");
+  require(d.gate_activation == GateActivation::kSigmoid || d.mode == Mode::kLstm ||
+              d.mode == Mode::kGru,
+          "gate_activation 'hard_sigmoid' is only for modes 'lstm' and 'gru' (the other modes "
+          "have no gates)");
   require(!d.clip || d.clip_min <= d.clip_max,
           "clip_min must be <= clip_max (got " + std::to_string(d.clip_min) + " > " +
               std::to_string(d.clip_max) + ")");

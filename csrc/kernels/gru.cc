@@ -3,7 +3,8 @@
 //   reset before (original, Keras 2):    n = tanh(W_in x + b_in + W_hn (r * h) + b_hn)
 //   h' = (1 - z) * n + z * h
 // Forward stores [r, z, n, q] per row ([rows, 4H]) where q = W_hn h + b_hn (reset_after) or
-// q = r * h (reset before); the input projection is computed into the first 3H columns of
+// q = r * h (reset before), and r, z as GateAct::keep makes them (the sigmoid, or
+// hard_sigmoid's y before clipping); the input projection is computed into the first 3H columns of
 // the same rows, so training needs no other buffer.
 #include <array>
 
@@ -29,6 +30,7 @@ void gru_forward(const FwdArgs<T>& a) {
   const bool keep = a.extra != nullptr;
   const T* bi = a.w.b_ih;
   const T* bh = a.w.b_hh;
+  const GateAct<T> gate(d);
   const int64_t panels = unit_blocks<T>(H);
   // One step (a cell): the weights are used once, so they go to the general GEMM unpacked.
   const bool direct = p.steps == 1;
@@ -48,30 +50,31 @@ void gru_forward(const FwdArgs<T>& a) {
   product_nt<T>(p.rows, G, C, a.xp, C, a.w.w_ih, C, false, rows, S);
   // The cell updates for units [j, j + m) of one row sk (input projection in, what backward
   // needs out), from the recurrent products acc of h (and, reset before, of r * h).
-  const auto sigmoid_gate = [&](const Vec<T>& acc, const T* sk, int g, int64_t j, auto m) {
-    return vsigmoid(acc + load(sk + g * H + j, m) + load(bi + g * H + j, m) +
-                    load(bh + g * H + j, m));
+  const auto gate_kept = [&](const Vec<T>& acc, const T* sk, int g, int64_t j, auto m) {
+    return gate.keep(acc + load(sk + g * H + j, m) + load(bi + g * H + j, m) +
+                     load(bh + g * H + j, m));
   };
   const auto update_after = [&](const Vec<T>* acc, T* sk, const T* hp, T* ho, int64_t j,
                                 auto m) {
-    const Vec<T> r = sigmoid_gate(acc[0], sk, 0, j, m);
-    const Vec<T> z = sigmoid_gate(acc[1], sk, 1, j, m);
+    const Vec<T> sr = gate_kept(acc[0], sk, 0, j, m);
+    const Vec<T> sz = gate_kept(acc[1], sk, 1, j, m);
+    const Vec<T> r = gate.value(sr), z = gate.value(sz);
     const Vec<T> q = acc[2] + load(bh + 2 * H + j, m);
     const Vec<T> n = vtanh(load(sk + 2 * H + j, m) + load(bi + 2 * H + j, m) + r * q);
     store(ho + j, (T(1) - z) * n + z * load(hp + j, m), m);
-    store(sk + j, r, m);
-    store(sk + H + j, z, m);
+    store(sk + j, sr, m);
+    store(sk + H + j, sz, m);
     store(sk + 2 * H + j, n, m);
     store(sk + 3 * H + j, q, m);
   };
   const auto update_rz = [&](const Vec<T>* acc, T* sk, const T* hp, int64_t j, auto m) {
-    const Vec<T> r = sigmoid_gate(acc[0], sk, 0, j, m);
-    store(sk + j, r, m);
-    store(sk + H + j, sigmoid_gate(acc[1], sk, 1, j, m), m);
-    store(sk + 3 * H + j, r * load(hp + j, m), m);
+    const Vec<T> sr = gate_kept(acc[0], sk, 0, j, m);
+    store(sk + j, sr, m);
+    store(sk + H + j, gate_kept(acc[1], sk, 1, j, m), m);
+    store(sk + 3 * H + j, gate.value(sr) * load(hp + j, m), m);
   };
   const auto update_n = [&](const Vec<T>* acc, T* sk, const T* hp, T* ho, int64_t j, auto m) {
-    const Vec<T> z = load(sk + H + j, m);
+    const Vec<T> z = gate.value(load(sk + H + j, m));
     const Vec<T> n = vtanh(acc[0] + load(sk + 2 * H + j, m) + load(bi + 2 * H + j, m) +
                            load(bh + 2 * H + j, m));
     store(ho + j, (T(1) - z) * n + z * load(hp + j, m), m);
@@ -170,15 +173,17 @@ void gru_backward_panels(const BwdArgs<T>& a) {
   T* dgh = d.reset_after ? grads : dgx;
   T* drh = grads;
   const Vec<T> zero = {};
+  const GateAct<T> gate(d);
 
   // With h' = (1 - z) * n + z * h and n = tanh(x_n + b_in + r * q) (reset_after):
   //   d sigmoid(v) = sigmoid(v) * (1 - sigmoid(v)),  d tanh(v) = 1 - tanh(v)^2
+  //   (hard_sigmoid: 0.2 or 0, see GateAct; sigma' below is the gate activation's derivative)
   //   d(pre n) = dh' * (1 - z) * (1 - n^2)    (for W_in and, scaled by r, for W_hn: dq)
-  //   d(pre z) = dh' * (h - n) * z * (1 - z)
-  //   d(pre r) = d(pre n) * q * r * (1 - r)
+  //   d(pre z) = dh' * (h - n) * sigma'_z
+  //   d(pre r) = d(pre n) * q * sigma'_r
   //   dh = dh' * z + [d(pre r), d(pre z), d(pre n) * r] @ W_hh
   // Reset before (n = tanh(x_n + b_in + W_hn (r * h) + b_hn)), with d(r*h) = d(pre n) @ W_hn:
-  //   d(pre r) = d(r*h) * h * r * (1 - r)
+  //   d(pre r) = d(r*h) * h * sigma'_r
   //   dh = dh' * z + d(r*h) * r + [d(pre r), d(pre z)] @ W_h{r,z}
   const int threads = threads_for(p.steps ? p.batch[0] : 0, p.rows, H, G * H);
   parallel_run(threads, [&](int tid, int n, Barrier& barrier) {
@@ -204,16 +209,17 @@ void gru_backward_panels(const BwdArgs<T>& a) {
         T* ghk = dgh + (off + k) * G;
         const T* dy = a.dyp ? a.dyp + (off + k) * H : nullptr;
         for_lanes<T>(u0, u1, [&](int64_t j, auto m) {
-          const Vec<T> r = load(sk + j, m), z = load(sk + H + j, m);
+          const Vec<T> sr = load(sk + j, m), sz = load(sk + H + j, m);
+          const Vec<T> r = gate.value(sr), z = gate.value(sz);
           const Vec<T> n = load(sk + 2 * H + j, m), q = load(sk + 3 * H + j, m);
           const Vec<T> dhv = load(dh + j, m) + (dy ? load(dy + j, m) : zero);
           const Vec<T> dn = dhv * (T(1) - z) * (T(1) - n * n);
-          const Vec<T> dz = dhv * (load(h_prev + k * H + j, m) - n) * z * (T(1) - z);
+          const Vec<T> dz = gate.times_slope(dhv * (load(h_prev + k * H + j, m) - n), sz);
           store(gxk + H + j, dz, m);
           store(gxk + 2 * H + j, dn, m);
           store(dh + j, dhv * z, m);
           if (d.reset_after) {
-            const Vec<T> dr = dn * q * r * (T(1) - r);
+            const Vec<T> dr = gate.times_slope(dn * q, sr);
             store(gxk + j, dr, m);
             store(ghk + j, dr, m);
             store(ghk + H + j, dz, m);
@@ -230,8 +236,9 @@ void gru_backward_panels(const BwdArgs<T>& a) {
       for (int64_t k = 0; k < B; ++k) {
         const T* sk = s + k * S;
         for_lanes<T>(u0, u1, [&](int64_t j, auto m) {
-          const Vec<T> r = load(sk + j, m), dq = load(drh + k * H + j, m);
-          store(gx + k * G + j, dq * load(h_prev + k * H + j, m) * r * (T(1) - r), m);
+          const Vec<T> sr = load(sk + j, m), dq = load(drh + k * H + j, m);
+          const Vec<T> r = gate.value(sr);
+          store(gx + k * G + j, gate.times_slope(dq * load(h_prev + k * H + j, m), sr), m);
           store(a.dh + k * H + j, load(a.dh + k * H + j, m) + dq * r, m);
         });
       }

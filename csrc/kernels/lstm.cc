@@ -1,6 +1,7 @@
 // LSTM (gates i f g o), with optional projection (LSTMP) and cell clipping.
 //   c' = f * c + i * g (clipped),  h' = o * tanh(c'),  r' = W_hr h' (projection; r' is state)
-// Forward stores the gate activations [rows, 4H] (and h' before projection) for backward.
+// Forward stores the gate activations [rows, 4H] (and h' before projection) for backward; for
+// the i f o gates what GateAct::keep makes of them (the sigmoid, or hard_sigmoid's y).
 #include "families.h"
 #include "panel.h"
 #include "skinny.h"
@@ -38,22 +39,23 @@ struct Clip {
 template <typename T, typename M>
 inline void cell_forward(const Vec<T>* acc, const T* gx, T* act, int64_t H, int64_t j, M m,
                          const T* bias, const T* c_prev, T* c_out, T* h_out,
-                         const Clip<T>& clip) {
-  const auto pre = [&](int gate) {
-    const Vec<T> v = acc[gate] + load(bias + gate * H + j, m);
-    return gx ? v + load(gx + gate * H + j, m) : v;
+                         const Clip<T>& clip, const GateAct<T>& gate) {
+  const auto pre = [&](int g) {
+    const Vec<T> v = acc[g] + load(bias + g * H + j, m);
+    return gx ? v + load(gx + g * H + j, m) : v;
   };
-  const Vec<T> i = vsigmoid(pre(0)), f = vsigmoid(pre(1));
-  const Vec<T> c_hat = vtanh(pre(2)), o = vsigmoid(pre(3));
+  const Vec<T> si = gate.keep(pre(0)), sf = gate.keep(pre(1));
+  const Vec<T> c_hat = vtanh(pre(2)), so = gate.keep(pre(3));
+  const Vec<T> i = gate.value(si), f = gate.value(sf), o = gate.value(so);
   Vec<T> c = f * load(c_prev + j, m) + i * c_hat;
   if (clip.on) c = clip.apply(c);
   store(c_out + j, c, m);
   store(h_out + j, o * vtanh(c), m);
   if (act) {
-    store(act + j, i, m);
-    store(act + H + j, f, m);
+    store(act + j, si, m);
+    store(act + H + j, sf, m);
     store(act + 2 * H + j, c_hat, m);
-    store(act + 3 * H + j, o, m);
+    store(act + 3 * H + j, so, m);
   }
 }
 
@@ -61,25 +63,28 @@ inline void cell_forward(const Vec<T>* acc, const T* gx, T* act, int64_t H, int6
 // c' on entry, w.r.t. c on exit. dg gets the pre-activation gradients. With i f g o the
 // activated gates (act) and c' = f * c + i * g, h' = o * tanh(c'):
 //   d sigmoid(v) = sigmoid(v) * (1 - sigmoid(v)),  d tanh(v) = 1 - tanh(v)^2
+//   (hard_sigmoid: 0.2 or 0, see GateAct; sigma' below is the gate activation's derivative)
 //   dc' = dc' (from step t+1) + dh' * o * (1 - tanh(c')^2)
 //   dc  = dc' * f
-//   d(pre i) = dc' * g * i * (1 - i)      d(pre f) = dc' * c * f * (1 - f)
-//   d(pre g) = dc' * i * (1 - g^2)        d(pre o) = dh' * tanh(c') * o * (1 - o)
+//   d(pre i) = dc' * g * sigma'_i         d(pre f) = dc' * c * sigma'_f
+//   d(pre g) = dc' * i * (1 - g^2)        d(pre o) = dh' * tanh(c') * sigma'_o
 // With clipping, d clip(c') / dc' = 1 inside [clip_min, clip_max] and 0 outside.
 template <typename T>
 void backward_rows(int64_t B, int64_t H, int64_t u0, int64_t u1, const T* act, const T* c_now,
-                   const T* c_prev, const T* dh, T* dc, T* dg, const Clip<T>& clip) {
+                   const T* c_prev, const T* dh, T* dc, T* dg, const Clip<T>& clip,
+                   const GateAct<T>& gate) {
   const Vec<T> zero = {};
   for (int64_t k = 0; k < B; ++k) {
     const T* a = act + k * 4 * H;
     T* dgk = dg + k * 4 * H;
     for_lanes<T>(u0, u1, [&](int64_t j, auto m) {
-      const Vec<T> i = load(a + j, m), f = load(a + H + j, m);
-      const Vec<T> c_hat = load(a + 2 * H + j, m), o = load(a + 3 * H + j, m);
+      const Vec<T> si = load(a + j, m), sf = load(a + H + j, m);
+      const Vec<T> c_hat = load(a + 2 * H + j, m), so = load(a + 3 * H + j, m);
+      const Vec<T> i = gate.value(si), f = gate.value(sf), o = gate.value(so);
       const Vec<T> cp = load(c_prev + k * H + j, m), dhv = load(dh + k * H + j, m);
       const Vec<T> tc = vtanh(load(c_now + k * H + j, m));
       Vec<T> dcv = load(dc + k * H + j, m) + dhv * o * (T(1) - tc * tc);
-      Vec<T> df = dcv * cp * f * (T(1) - f);
+      Vec<T> df = gate.times_slope(dcv * cp, sf);
       if (clip.on) {
         // A clipped cell passes no gradient; selecting (not multiplying by 0) keeps a NaN
         // previous cell that clip_nan absorbed from leaking back in as 0 * NaN.
@@ -89,10 +94,10 @@ void backward_rows(int64_t B, int64_t H, int64_t u0, int64_t u1, const T* act, c
         df = through ? df : zero;
       }
       store(dc + k * H + j, dcv * f, m);
-      store(dgk + j, dcv * c_hat * i * (T(1) - i), m);
+      store(dgk + j, gate.times_slope(dcv * c_hat, si), m);
       store(dgk + H + j, df, m);
       store(dgk + 2 * H + j, dcv * i * (T(1) - c_hat * c_hat), m);
-      store(dgk + 3 * H + j, dhv * tc * o * (T(1) - o), m);
+      store(dgk + 3 * H + j, gate.times_slope(dhv * tc, so), m);
     });
   }
 }
@@ -108,6 +113,7 @@ void lstm_forward(const FwdArgs<T>& a) {
   const int64_t TN = d.steps * d.batch;
   const bool proj = d.proj_size > 0, keep = a.extra != nullptr;
   const Clip<T> clip(d);
+  const GateAct<T> gate(d);
   const int64_t unit_panels = unit_blocks<T>(H), proj_panels = unit_blocks<T>(P);
   const int threads = threads_for(p.steps ? p.batch[0] : 0, p.rows, H, G * P);
   // Small weights: the input product joins the recurrent one, [x_t | h] @ [W_ih | W_hh]^T per
@@ -148,7 +154,7 @@ void lstm_forward(const FwdArgs<T>& a) {
     for (int64_t r = 0; r < B; ++r)
       for_lanes<T>(0, H, [&](int64_t j, auto m) {
         cell_forward<T>(none, gates + r * G, keep ? gates + r * G : nullptr, H, j, m, bias,
-                        a.c0 + r * H, a.cp + r * H, h_out + r * (proj ? H : P), clip);
+                        a.c0 + r * H, a.cp + r * H, h_out + r * (proj ? H : P), clip, gate);
       });
     if (proj) product_nt<T>(B, P, H, hraw, H, a.w.w_hr, H, false, a.hp, P);
     return;
@@ -189,7 +195,7 @@ void lstm_forward(const FwdArgs<T>& a) {
         T* ho = h_out + r * ld_h;
         at_block<T>(j, H, [&](auto m) {
           cell_forward<T>(acc, fuse_input ? nullptr : g, keep ? g : nullptr, H, j, m, bias, cp,
-                          co, ho, clip);
+                          co, ho, clip, gate);
         });
       });
       if (proj) {
@@ -214,6 +220,7 @@ void lstm_backward_panels(const BwdArgs<T>& a) {
   const int64_t TN = d.steps * d.batch;
   const bool proj = d.proj_size > 0;
   const Clip<T> clip(d);
+  const GateAct<T> gate(d);
   const T* act = a.extra;
   const T* hraw = proj ? a.extra + TN * G : nullptr;
 
@@ -271,7 +278,8 @@ void lstm_backward_panels(const BwdArgs<T>& a) {
       }
       const T* c_prev = t == 0 ? a.c0 : a.cp + p.offset[t - 1] * H;
       backward_rows(hi - lo, H, u0, u1, act + (off + lo) * G, a.cp + (off + lo) * H,
-                    c_prev + lo * H, dh + lo * H, a.dc + lo * H, a.dgx + (off + lo) * G, clip);
+                    c_prev + lo * H, dh + lo * H, a.dc + lo * H, a.dgx + (off + lo) * G, clip,
+                    gate);
       if (!by_rows) barrier.wait();
       // The recurrent part for step t-1: dh = d(pre gates) @ W_hh.
       packed_gemm<T, V>(hi - lo, G, P, a.dgx + (off + lo) * G, G, w_hh, qb0, qb1, a.dh + lo * P,
@@ -300,7 +308,7 @@ void lstm_backward_step(const BwdArgs<T>& a) {
     big_gemm<T>(false, false, B, H, P, T(1), dstate, P, a.w.w_hr, H, T(0), dstate + B * P, H);
     dh = dstate + B * P;
   }
-  backward_rows(B, H, 0, H, a.extra, a.cp, a.c0, dh, a.dc, a.dgx, Clip<T>(d));
+  backward_rows(B, H, 0, H, a.extra, a.cp, a.c0, dh, a.dc, a.dgx, Clip<T>(d), GateAct<T>(d));
   big_gemm<T>(false, false, B, P, G, T(1), a.dgx, G, a.w.w_hh, P, T(0), a.dh, P);
   if (a.dw_hh) big_gemm<T>(true, false, G, P, B, T(1), a.dgx, G, a.hprev, P, T(0), a.dw_hh, P);
   if (a.db_hh) column_sums(a.dgx, B, G, G, a.db_hh);

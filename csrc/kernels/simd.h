@@ -13,6 +13,8 @@
 #include <cstring>
 #include <utility>
 
+#include "fusedrnn/rnn.h"
+
 #ifndef FUSEDRNN_ISA
 #error "compile with -DFUSEDRNN_ISA=<namespace>"
 #endif
@@ -127,6 +129,37 @@ inline vdouble vtanh(vdouble x) {
   for (int l = 0; l < kLanes<double>; ++l) x[l] = std::tanh(x[l]);
   return x;
 }
+
+// The activation of the sigmoid gates (RnnDesc::gate_activation). Forward computes keep(v),
+// the gate's pre-activation v made into what backward reads from the reserve: the sigmoid
+// itself, or for hard_sigmoid y = 0.2 v + 0.5 before clipping, because the kinks y == 0 and
+// y == 1 (derivative 0.2) cannot be told from the flat parts (derivative 0) after it. value()
+// turns what was kept into the gate; times_slope(x, s) is x times the derivative there:
+//   sigmoid:       x * s * (1 - s)   (this order, which the sigmoid code has always used)
+//   hard_sigmoid:  x * 0.2 unless y < 0 or y > 1, else 0 (NaN passes, as in MXNet's clip)
+template <typename T>
+struct GateAct {
+  bool hard;
+  explicit GateAct(const RnnDesc& d)
+      : hard(d.gate_activation == GateActivation::kHardSigmoid) {}
+  Vec<T> keep(Vec<T> v) const {
+    if (!hard) return vsigmoid(v);
+    Vec<T> y = v * T(0.2);
+    // Opaque to the optimiser, so the sum below stays a separate rounding (as in MXNet's
+    // _mul_scalar then _plus_scalar) instead of contracting into a fused multiply-add.
+    __asm__("" : "+v"(y));
+    return y + T(0.5);
+  }
+  Vec<T> value(Vec<T> s) const {
+    if (!hard) return s;
+    s = s < T(0) ? splat(T(0)) : s;
+    return s > T(1) ? splat(T(1)) : s;
+  }
+  Vec<T> times_slope(Vec<T> x, Vec<T> s) const {
+    if (!hard) return x * s * (T(1) - s);
+    return (s < T(0)) | (s > T(1)) ? Vec<T>{} : x * T(0.2);
+  }
+};
 
 }  // namespace FUSEDRNN_ISA
 }  // namespace detail

@@ -7,6 +7,7 @@
 //          0/1 (use_mask=True: Keras masking, see fusedrnn::Valid::carry)
 // outputs: y [T, N, P], hy [N, P], cy [N, H] (lstm)
 // attributes: mode, reverse, reset_after, clip_min, clip_max, clip_nan, projection,
+//             gate_activation ('sigmoid' (default) or 'hard_sigmoid', lstm and gru),
 //             use_lengths, use_mask, training (default true: keep what backward needs;
 //             false: forward stores nothing, and a backward, should one come, runs the
 //             forward again first)
@@ -85,6 +86,8 @@ LayerAttrs parse(const Attrs& attrs) {
   o.reverse = parse_bool(attrs, "reverse", false);
   o.reset_after = parse_bool(attrs, "reset_after", true);
   o.clip_nan = parse_bool(attrs, "clip_nan", false);
+  auto gate = attrs.find("gate_activation");
+  if (gate != attrs.end()) o.gate_activation = fusedrnn::parse_gate_activation(gate->second);
   a.projection = parse_bool(attrs, "projection", false);
   a.use_lengths = parse_bool(attrs, "use_lengths", false);
   a.use_mask = parse_bool(attrs, "use_mask", false);

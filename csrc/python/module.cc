@@ -161,11 +161,12 @@ struct Call {
 Call describe(const std::string& mode, const py::array& x, const py::handle& w_ih,
               const py::handle& w_hr, const py::handle& lengths, const py::handle& positions,
               bool carry, bool reverse, bool reset_after, const py::handle& clip_min,
-              const py::handle& clip_max, bool clip_nan) {
+              const py::handle& clip_max, bool clip_nan, const std::string& gate_activation) {
   RnnDesc o;
   o.mode = fusedrnn::parse_mode(mode);
   o.reverse = reverse;
   o.reset_after = reset_after;
+  o.gate_activation = fusedrnn::parse_gate_activation(gate_activation);
   if (clip_min.is_none() != clip_max.is_none())
     throw py::value_error("clip_min and clip_max must be given together");
   if (!clip_min.is_none()) {
@@ -193,9 +194,10 @@ py::tuple forward_impl(const std::string& mode, const py::array& x_in, const py:
                        const py::handle& h0_in, const py::handle& c0_in, const py::handle& w_hr,
                        const py::handle& lengths, const py::handle& positions, bool carry,
                        bool reverse, bool reset_after, const py::handle& clip_min,
-                       const py::handle& clip_max, bool clip_nan, bool training) {
+                       const py::handle& clip_max, bool clip_nan, bool training,
+                       const std::string& gate_activation) {
   const Call c = describe(mode, x_in, w_ih, w_hr, lengths, positions, carry, reverse,
-                          reset_after, clip_min, clip_max, clip_nan);
+                          reset_after, clip_min, clip_max, clip_nan, gate_activation);
   const RnnDesc& d = c.desc;
   std::vector<py::object> keep;
   auto x = c.arg<T>(Arg::kX, x_in);
@@ -228,9 +230,10 @@ py::tuple backward_impl(const std::string& mode, const py::array& x_in, const py
                         const py::handle& dhy_in, const py::handle& dcy_in,
                         const py::handle& w_hr, const py::handle& lengths,
                         const py::handle& positions, bool carry, bool reverse, bool reset_after,
-                        const py::handle& clip_min, const py::handle& clip_max, bool clip_nan) {
+                        const py::handle& clip_min, const py::handle& clip_max, bool clip_nan,
+                        const std::string& gate_activation) {
   const Call c = describe(mode, x_in, w_ih, w_hr, lengths, positions, carry, reverse,
-                          reset_after, clip_min, clip_max, clip_nan);
+                          reset_after, clip_min, clip_max, clip_nan, gate_activation);
   const RnnDesc& d = c.desc;
   std::vector<py::object> keep;
   auto x = c.arg<T>(Arg::kX, x_in);
@@ -329,16 +332,16 @@ PYBIND11_MODULE(_C, m) {
          const py::handle& h0, const py::handle& c0, const py::handle& w_hr,
          const py::handle& lengths, const py::handle& positions, bool carry, bool reverse,
          bool reset_after, const py::handle& clip_min, const py::handle& clip_max, bool clip_nan,
-         bool training) {
+         bool training, const std::string& gate_activation) {
         const py::array xa = as_array(x);
         auto f = is_float64(xa) ? forward_impl<double> : forward_impl<float>;
         return f(mode, xa, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr, lengths, positions, carry,
-                 reverse, reset_after, clip_min, clip_max, clip_nan, training);
+                 reverse, reset_after, clip_min, clip_max, clip_nan, training, gate_activation);
       },
       py::arg("mode"), py::arg("x"), py::arg("w_ih"), py::arg("w_hh"), py::arg("b_ih"),
       py::arg("b_hh"), py::arg("h0"), py::arg("c0"), py::arg("w_hr"), py::arg("lengths"),
       py::arg("positions"), py::arg("carry"), py::arg("reverse"), py::arg("reset_after"), py::arg("clip_min"), py::arg("clip_max"),
-      py::arg("clip_nan"), py::arg("training"));
+      py::arg("clip_nan"), py::arg("training"), py::arg("gate_activation") = "sigmoid");
 
   m.def(
       "backward",
@@ -348,17 +351,19 @@ PYBIND11_MODULE(_C, m) {
          const py::handle& dy, const py::handle& dhy, const py::handle& dcy,
          const py::handle& w_hr, const py::handle& lengths, const py::handle& positions,
          bool carry, bool reverse, bool reset_after, const py::handle& clip_min,
-         const py::handle& clip_max, bool clip_nan) {
+         const py::handle& clip_max, bool clip_nan, const std::string& gate_activation) {
         const py::array xa = as_array(x);
         auto f = is_float64(xa) ? backward_impl<double> : backward_impl<float>;
         return f(mode, xa, w_ih, w_hh, b_ih, b_hh, h0, c0, reserve, dy, dhy, dcy, w_hr, lengths,
-                 positions, carry, reverse, reset_after, clip_min, clip_max, clip_nan);
+                 positions, carry, reverse, reset_after, clip_min, clip_max, clip_nan,
+                 gate_activation);
       },
       py::arg("mode"), py::arg("x"), py::arg("w_ih"), py::arg("w_hh"), py::arg("b_ih"),
       py::arg("b_hh"), py::arg("h0"), py::arg("c0"), py::arg("reserve"), py::arg("dy"),
       py::arg("dhy"), py::arg("dcy"), py::arg("w_hr"), py::arg("lengths"),
       py::arg("positions"), py::arg("carry"), py::arg("reverse"),
-      py::arg("reset_after"), py::arg("clip_min"), py::arg("clip_max"), py::arg("clip_nan"));
+      py::arg("reset_after"), py::arg("clip_min"), py::arg("clip_max"), py::arg("clip_nan"),
+      py::arg("gate_activation") = "sigmoid");
 
   m.def("reserve_size", [](const std::string& mode, int64_t T, int64_t N, int64_t C, int64_t H,
                            int64_t P) {

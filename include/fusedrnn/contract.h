@@ -18,6 +18,9 @@ namespace fusedrnn {
 // "lstm", "gru", "rnn_tanh", "rnn_relu" (MXNet's names); anything else throws.
 Mode parse_mode(const std::string& name);
 const char* mode_name(Mode mode);
+// "sigmoid", "hard_sigmoid" (Keras' names); anything else throws, naming gate_activation.
+GateActivation parse_gate_activation(const std::string& name);
+const char* gate_activation_name(GateActivation activation);
 
 // Dimensions of an array; a negative one is unknown (MXNet's shape inference).
 using Shape = std::vector<int64_t>;

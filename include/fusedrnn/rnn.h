@@ -16,6 +16,14 @@ namespace fusedrnn {
 
 enum class Mode { kLstm, kGru, kRnnTanh, kRnnRelu };
 
+// The activation of the sigmoid gates (LSTM i f o, GRU r z); the tanh candidate and cell
+// stay tanh. kHardSigmoid is Keras' hard_sigmoid as its MXNet backend computes it:
+//   y = 0.2 * v + 0.5 (a product, then a sum: two roundings, never a fused multiply-add),
+//   hard_sigmoid(v) = clip(y, 0, 1),  derivative 0.2 where 0 <= y <= 1, else 0,
+// the kinks (y == 0 or 1) included, as MXNet's autograd differentiates clip (the gradient
+// passes where a_min <= y <= a_max).
+enum class GateActivation { kSigmoid, kHardSigmoid };
+
 int gate_count(Mode mode);
 
 struct RnnDesc {
@@ -31,6 +39,7 @@ struct RnnDesc {
   double clip_min = 0.0;
   double clip_max = 0.0;
   bool clip_nan = false;    // with clip: a NaN cell value becomes clip_min instead of spreading
+  GateActivation gate_activation = GateActivation::kSigmoid;  // LSTM and GRU
 
   int64_t out_size() const { return proj_size > 0 ? proj_size : hidden_size; }
 };

@@ -23,6 +23,12 @@ holes). At the other positions its states carry over unchanged, ``y`` repeats th
 previous step in that order (0 before its first), the gradient w.r.t. ``x`` is zero, and no
 work is spent on them.
 
+``gate_activation`` ('lstm', 'gru') is the activation of the sigmoid gates (LSTM i, f, o; GRU
+r, z): 'sigmoid' (default), or 'hard_sigmoid', Keras' clip(0.2 * v + 0.5, 0, 1) (the product
+rounded before the sum, as keras-mxnet computes it) with derivative 0.2 where
+0 <= 0.2 * v + 0.5 <= 1, the kinks included (MXNet's autograd of that expression), else 0.
+The candidate (g, n) and the cell output stay tanh.
+
 The equivalent NumPy code is :mod:`fusedrnn.reference`, which takes the same arguments.
 """
 import numbers
@@ -33,7 +39,9 @@ from . import _C
 from ._results import MODES, ForwardResult, Gradients
 
 __all__ = ["forward", "backward", "reserve_size", "set_num_threads", "get_num_threads",
-           "instruction_set"]
+           "instruction_set", "GATE_ACTIVATIONS"]
+
+GATE_ACTIVATIONS = ("sigmoid", "hard_sigmoid")
 
 
 def _lengths(lengths, x):
@@ -74,9 +82,16 @@ def _clip_value(value, name):
     return float(value)
 
 
-def _options(mode, x, lengths, mask, reverse, reset_after, clip_min, clip_max, clip_nan):
+def _options(mode, x, lengths, mask, reverse, reset_after, clip_min, clip_max, clip_nan,
+             gate_activation):
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
+    if not isinstance(gate_activation, str) or gate_activation not in GATE_ACTIVATIONS:
+        raise ValueError(f"gate_activation must be one of {GATE_ACTIVATIONS}; "
+                         f"got {gate_activation!r}")
+    if gate_activation != "sigmoid" and mode not in ("lstm", "gru"):
+        raise ValueError(f"gate_activation {gate_activation!r} is only for modes 'lstm' and "
+                         f"'gru'; got mode {mode!r}")
     if not isinstance(x, np.ndarray):
         raise TypeError(f"x must be a numpy.ndarray; got {type(x).__name__}")
     positions = None
@@ -87,12 +102,13 @@ def _options(mode, x, lengths, mask, reverse, reset_after, clip_min, clip_max, c
     return dict(lengths=lengths, positions=positions, carry=mask is not None,
                 reverse=bool(reverse), reset_after=bool(reset_after),
                 clip_min=_clip_value(clip_min, "clip_min"),
-                clip_max=_clip_value(clip_max, "clip_max"), clip_nan=bool(clip_nan))
+                clip_max=_clip_value(clip_max, "clip_max"), clip_nan=bool(clip_nan),
+                gate_activation=gate_activation)
 
 
 def forward(mode, x, w_ih, w_hh, b_ih, b_hh, h0, c0=None, *, w_hr=None, lengths=None,
             mask=None, reverse=False, reset_after=True, clip_min=None, clip_max=None, clip_nan=False,
-            training=False):
+            training=False, gate_activation="sigmoid"):
     """Runs the layer over the sequence; returns ForwardResult(y, hy, cy, reserve).
 
     mode: 'lstm', 'gru', 'rnn_tanh' or 'rnn_relu'. reset_after (GRU): True for MXNet's /
@@ -100,8 +116,10 @@ def forward(mode, x, w_ih, w_hh, b_ih, b_hh, h0, c0=None, *, w_hr=None, lengths=
     clip_max (LSTM, given together): clip the cell state to that range after each step;
     clip_nan turns a NaN cell value into clip_min. w_hr (LSTM): projection, the state and
     output become w_hr @ h. training=True also returns the reserve buffer that backward needs.
+    gate_activation ('lstm', 'gru'): 'sigmoid' or 'hard_sigmoid' (Keras'), see the module.
     """
-    opts = _options(mode, x, lengths, mask, reverse, reset_after, clip_min, clip_max, clip_nan)
+    opts = _options(mode, x, lengths, mask, reverse, reset_after, clip_min, clip_max, clip_nan,
+                    gate_activation)
     y, hy, cy, reserve = _C.forward(mode, x, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr,
                                     training=bool(training), **opts)
     return ForwardResult(y, hy, cy, reserve)
@@ -109,14 +127,15 @@ def forward(mode, x, w_ih, w_hh, b_ih, b_hh, h0, c0=None, *, w_hr=None, lengths=
 
 def backward(mode, x, w_ih, w_hh, b_ih, b_hh, h0, c0, reserve, dy=None, dhy=None, dcy=None, *,
              w_hr=None, lengths=None, mask=None, reverse=False, reset_after=True,
-             clip_min=None, clip_max=None, clip_nan=False):
+             clip_min=None, clip_max=None, clip_nan=False, gate_activation="sigmoid"):
     """Gradients from a training forward's reserve; returns Gradients.
 
     Pass the same arguments and options as to forward. dy [T, N, P], dhy [N, P] and
     dcy [N, H] are the upstream gradients; None means zero. Fields that do not apply are
     None (dc0 unless 'lstm', dw_hr without projection).
     """
-    opts = _options(mode, x, lengths, mask, reverse, reset_after, clip_min, clip_max, clip_nan)
+    opts = _options(mode, x, lengths, mask, reverse, reset_after, clip_min, clip_max, clip_nan,
+                    gate_activation)
     grads = _C.backward(mode, x, w_ih, w_hh, b_ih, b_hh, h0, c0, reserve, dy, dhy, dcy, w_hr,
                         **opts)
     return Gradients(*grads)

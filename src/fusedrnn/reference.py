@@ -20,6 +20,10 @@ Equations (per step, sample with state h (and c)):
         n = tanh(Wx_n + b_in + r*(W_hn h + b_hn)), h' = (1-z)*n + z*h
   GRU reset_after=False (Keras 2 original): n = tanh(Wx_n + b_in + W_hn (r*h) + b_hn)
   rnn_tanh: h' = tanh(W_ih x + b_ih + W_hh h + b_hh) ; rnn_relu: max(0, ...)
+  sig above is the gate activation (gate_activation, LSTM and GRU): 'sigmoid' (default), or
+  'hard_sigmoid' = clip(0.2*v + 0.5, 0, 1) exactly as Keras' MXNet backend writes it, in the
+  dtype of x (the product rounded, then the sum), with derivative 0.2 where
+  0 <= 0.2*v + 0.5 <= 1 (the kinks included, as MXNet's autograd of clip) and 0 elsewhere.
 
 Lengths semantics: sample n runs exactly lengths[n] steps; hy/cy = state after its last valid
 step (= h0/c0 if length 0); y[t, n] = 0 for t >= lengths[n]; dx[t, n] = 0 for t >= lengths[n].
@@ -43,7 +47,7 @@ Details the equations above leave open, fixed here:
 API:
   forward(mode, x, w_ih, w_hh, b_ih, b_hh, h0, c0=None, *, w_hr=None, lengths=None,
           mask=None, reverse=False, reset_after=True, clip_min=None, clip_max=None,
-          clip_nan=False)
+          clip_nan=False, gate_activation='sigmoid')
       -> ForwardResult(y, hy, cy, None)
   backward(mode, x, w_ih, w_hh, b_ih, b_hh, h0, c0, dy=None, dhy=None, dcy=None, *,
            <same keywords>) -> Gradients(dx, dw_ih, dw_hh, db_ih, db_hh, dh0, dc0, dw_hr)
@@ -59,17 +63,40 @@ from ._results import GATES, MODES, ForwardResult, Gradients
 
 __all__ = ["forward", "backward"]
 
+GATE_ACTIVATIONS = ("sigmoid", "hard_sigmoid")
+
 
 def _sigmoid(a):
     # exp(-log(1 + exp(-a))) never overflows, unlike 1 / (1 + exp(-a)) for very negative a.
     return np.exp(-np.logaddexp(0, -a))
 
 
+def _gate(p, a):
+    """The gate activation of pre-activations a: (gate, what _gate_grad needs besides it)."""
+    if not p.hard:
+        return _sigmoid(a), None
+    y = a * 0.2 + 0.5  # Keras: 0.2 * x + 0.5 (a Python float keeps the dtype of a)
+    return np.clip(y, 0, 1), y
+
+
+def _gate_grad(p, d, gate, y):
+    """d times the gate activation's derivative (gate, y from _gate)."""
+    if not p.hard:
+        return d * gate * (1 - gate)
+    return np.where((y < 0) | (y > 1), 0, d * 0.2)
+
+
 def _prepare(mode, x, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr, lengths, mask, reverse,
-             reset_after, clip_min, clip_max, clip_nan):
+             reset_after, clip_min, clip_max, clip_nan, gate_activation):
     """Check the arguments lightly and bundle them, cast to the dtype of x."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if not isinstance(gate_activation, str) or gate_activation not in GATE_ACTIVATIONS:
+        raise ValueError(f"gate_activation must be one of {GATE_ACTIVATIONS}, "
+                         f"got {gate_activation!r}")
+    if gate_activation != "sigmoid" and mode not in ("lstm", "gru"):
+        raise ValueError(f"gate_activation {gate_activation!r} is only for modes 'lstm' and "
+                         f"'gru', not {mode!r}")
     x = np.asarray(x)
     if x.dtype not in (np.float32, np.float64):
         raise ValueError(f"x must be float32 or float64, got {x.dtype}")
@@ -113,7 +140,7 @@ def _prepare(mode, x, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr, lengths, mask, rever
         h0=cast(h0), c0=cast(c0) if lstm else None, w_hr=cast(w_hr),
         lengths=lengths, mask=mask, reverse=bool(reverse), reset_after=bool(reset_after),
         clip=lstm and clip_min is not None, clip_min=clip_min, clip_max=clip_max,
-        clip_nan=bool(clip_nan))
+        clip_nan=bool(clip_nan), hard=gate_activation == "hard_sigmoid")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -126,7 +153,7 @@ def _prepare(mode, x, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr, lengths, mask, rever
 def _lstm_fwd(p, x, h, c):
     gates = x @ p.w_ih.T + p.b_ih + h @ p.w_hh.T + p.b_hh
     i, f, g, o = np.split(gates, 4, axis=1)
-    i, f, g, o = _sigmoid(i), _sigmoid(f), np.tanh(g), _sigmoid(o)
+    (i, yi), (f, yf), g, (o, yo) = _gate(p, i), _gate(p, f), np.tanh(g), _gate(p, o)
     c_pre = f * c + i * g
     keep = None
     c_new = c_pre
@@ -139,8 +166,9 @@ def _lstm_fwd(p, x, h, c):
     tanh_c = np.tanh(c_new)
     h_full = o * tanh_c
     h_new = h_full @ p.w_hr.T if p.w_hr is not None else h_full
-    return h_new, c_new, SimpleNamespace(x=x, h=h, c=c, i=i, f=f, g=g, o=o, c_pre=c_pre,
-                                         keep=keep, tanh_c=tanh_c, h_full=h_full)
+    return h_new, c_new, SimpleNamespace(x=x, h=h, c=c, i=i, f=f, g=g, o=o, yi=yi, yf=yf,
+                                         yo=yo, c_pre=c_pre, keep=keep, tanh_c=tanh_c,
+                                         h_full=h_full)
 
 
 def _lstm_bwd(p, cache, dh_new, dc_new, acc):
@@ -162,7 +190,8 @@ def _lstm_bwd(p, cache, dh_new, dc_new, acc):
     di = dc * g
     dg = dc * i
     dgates = np.concatenate(
-        [di * i * (1 - i), df * f * (1 - f), dg * (1 - g * g), do * o * (1 - o)], axis=1)
+        [_gate_grad(p, di, i, cache.yi), _gate_grad(p, df, f, cache.yf), dg * (1 - g * g),
+         _gate_grad(p, do, o, cache.yo)], axis=1)
     _accumulate(acc, dgates, x, dgates, h)
     return dgates @ p.w_ih, dgates @ p.w_hh, dc * f
 
@@ -172,8 +201,8 @@ def _gru_fwd(p, x, h, c):
     gi = x @ p.w_ih.T + p.b_ih
     # r and z see the plain h in both variants; only the candidate n differs.
     gh_rz = h @ p.w_hh[:2 * H].T + p.b_hh[:2 * H]
-    r = _sigmoid(gi[:, :H] + gh_rz[:, :H])
-    z = _sigmoid(gi[:, H:2 * H] + gh_rz[:, H:])
+    r, yr = _gate(p, gi[:, :H] + gh_rz[:, :H])
+    z, yz = _gate(p, gi[:, H:2 * H] + gh_rz[:, H:])
     w_hn, b_hn = p.w_hh[2 * H:], p.b_hh[2 * H:]
     if p.reset_after:
         gh_n = h @ w_hn.T + b_hn
@@ -182,7 +211,7 @@ def _gru_fwd(p, x, h, c):
         gh_n = (r * h) @ w_hn.T + b_hn
         n = np.tanh(gi[:, 2 * H:] + gh_n)
     h_new = (1 - z) * n + z * h
-    return h_new, None, SimpleNamespace(x=x, h=h, r=r, z=z, n=n, gh_n=gh_n)
+    return h_new, None, SimpleNamespace(x=x, h=h, r=r, z=z, yr=yr, yz=yz, n=n, gh_n=gh_n)
 
 
 def _gru_bwd(p, cache, dh_new, dc_new, acc):
@@ -190,10 +219,10 @@ def _gru_bwd(p, cache, dh_new, dc_new, acc):
     H = p.H
     w_hn = p.w_hh[2 * H:]
     dn = dh_new * (1 - z) * (1 - n * n)   # gradient at n's pre-activation
-    dz = dh_new * (h - n) * z * (1 - z)   # ... at z's pre-activation
+    dz = _gate_grad(p, dh_new * (h - n), z, cache.yz)   # ... at z's pre-activation
     dh = dh_new * z
     if p.reset_after:
-        dr = dn * gh_n * r * (1 - r)
+        dr = _gate_grad(p, dn * gh_n, r, cache.yr)
         dgh_n = dn * r
         dgi = np.concatenate([dr, dz, dn], axis=1)
         dgh = np.concatenate([dr, dz, dgh_n], axis=1)
@@ -202,7 +231,7 @@ def _gru_bwd(p, cache, dh_new, dc_new, acc):
     else:
         # n's recurrent input is r*h, so W_hn's gradient pairs with r*h, not with h.
         drh = dn @ w_hn
-        dr = drh * h * r * (1 - r)
+        dr = _gate_grad(p, drh * h, r, cache.yr)
         dgi = np.concatenate([dr, dz, dn], axis=1)
         dgh_rz = np.concatenate([dr, dz], axis=1)
         acc["w_ih"] += dgi.T @ x
@@ -284,22 +313,23 @@ def _run_forward(p):
 
 
 def forward(mode, x, w_ih, w_hh, b_ih, b_hh, h0, c0=None, *, w_hr=None, lengths=None,
-            mask=None, reverse=False, reset_after=True, clip_min=None, clip_max=None, clip_nan=False):
+            mask=None, reverse=False, reset_after=True, clip_min=None, clip_max=None, clip_nan=False,
+            gate_activation="sigmoid"):
     """Reference forward pass. Returns ForwardResult(y, hy, cy, None); see the module docstring."""
     p = _prepare(mode, x, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr, lengths, mask, reverse,
-                 reset_after, clip_min, clip_max, clip_nan)
+                 reset_after, clip_min, clip_max, clip_nan, gate_activation)
     y, hy, cy, _ = _run_forward(p)
     return ForwardResult(y, hy, cy, None)
 
 
 def backward(mode, x, w_ih, w_hh, b_ih, b_hh, h0, c0, dy=None, dhy=None, dcy=None, *,
              w_hr=None, lengths=None, mask=None, reverse=False, reset_after=True,
-             clip_min=None, clip_max=None, clip_nan=False):
+             clip_min=None, clip_max=None, clip_nan=False, gate_activation="sigmoid"):
     """Reference backprop through time: the gradients of
     sum(dy*y) + sum(dhy*hy) + sum(dcy*cy) with respect to every input, as
     Gradients(dx, dw_ih, dw_hh, db_ih, db_hh, dh0, dc0, dw_hr). dy/dhy/dcy None mean zero."""
     p = _prepare(mode, x, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr, lengths, mask, reverse,
-                 reset_after, clip_min, clip_max, clip_nan)
+                 reset_after, clip_min, clip_max, clip_nan, gate_activation)
     y, hy, cy, trace = _run_forward(p)
     cell_bwd = _CELLS[p.mode][1]
     dt = p.dtype
@@ -340,9 +370,9 @@ def backward(mode, x, w_ih, w_hh, b_ih, b_hh, h0, c0, dy=None, dhy=None, dcy=Non
 
 def _forward_trace(mode, x, w_ih, w_hh, b_ih, b_hh, h0, c0=None, *, w_hr=None, lengths=None,
                    mask=None, reverse=False, reset_after=True, clip_min=None, clip_max=None,
-                   clip_nan=False):
+                   clip_nan=False, gate_activation="sigmoid"):
     """For tests only: the per-step trace of forward(), a list of (active samples, time index
     each reads/writes, cell cache); e.g. to see LSTM pre-clip cells (cache.c_pre)."""
     p = _prepare(mode, x, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr, lengths, mask, reverse,
-                 reset_after, clip_min, clip_max, clip_nan)
+                 reset_after, clip_min, clip_max, clip_nan, gate_activation)
     return _run_forward(p)[3]

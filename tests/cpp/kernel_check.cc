@@ -53,6 +53,7 @@ struct Case {
   bool clip = false;
   bool clip_nan = false;
   int threads = 1;
+  bool hard_sigmoid = false;  // gate_activation
 };
 
 const char* mode_name(Mode m) {
@@ -68,10 +69,10 @@ std::string describe(const Case& c, const char* dtype) {
   char buf[256];
   std::snprintf(buf, sizeof buf,
                 "%s T=%ld N=%ld C=%ld H=%ld P=%ld pos=%d reverse=%d reset_after=%d clip=%d "
-                "clip_nan=%d threads=%d %s",
+                "clip_nan=%d threads=%d hard_sigmoid=%d %s",
                 mode_name(c.mode), long(c.T), long(c.N), long(c.C), long(c.H), long(c.P),
                 int(c.positions), int(c.reverse), int(c.reset_after), int(c.clip),
-                int(c.clip_nan), c.threads, dtype);
+                int(c.clip_nan), c.threads, int(c.hard_sigmoid), dtype);
   return buf;
 }
 
@@ -113,14 +114,17 @@ Problem<T> make_problem(const Case& c, unsigned seed) {
   d.clip_min = -0.3;
   d.clip_max = 0.4;
   d.clip_nan = c.clip_nan;
+  if (c.hard_sigmoid) d.gate_activation = fusedrnn::GateActivation::kHardSigmoid;
+  // Larger weights with hard_sigmoid, so that gates reach its flat parts too.
+  const double w_scale = c.hard_sigmoid ? 4.0 : 1.0;
   const int64_t G = fusedrnn::gate_count(c.mode), H = c.H, P = d.out_size();
   auto fill = [&](std::vector<T>& v, size_t n, double scale) {
     v.resize(n);
     for (auto& e : v) e = static_cast<T>(uni(rng) * scale);
   };
   fill(p.x, c.T * c.N * c.C, 1.0);
-  fill(p.w_ih, G * H * c.C, 1.0 / std::sqrt(double(c.C + 1)));
-  fill(p.w_hh, G * H * P, 1.0 / std::sqrt(double(P)));
+  fill(p.w_ih, G * H * c.C, w_scale / std::sqrt(double(c.C + 1)));
+  fill(p.w_hh, G * H * P, w_scale / std::sqrt(double(P)));
   fill(p.b_ih, G * H, 0.3);
   fill(p.b_hh, G * H, 0.3);
   if (c.P > 0) fill(p.w_hr, P * H, 1.0 / std::sqrt(double(H)));
@@ -407,6 +411,20 @@ int main() {
         // One step (the cell path) and the boundary sizes.
         cases.push_back({Mode::kLstm, 1, 3, 2, 5, 0, pos, reverse, true, false, false, threads});
         cases.push_back({Mode::kGru, 1, 1, 1, 1, 0, pos, reverse, true, false, false, threads});
+        // Keras' hard_sigmoid gates: small, projection with clipping, two threads, one step.
+        for (bool reset_after : {true, false})
+          cases.push_back({Mode::kGru, 5, 4, 3, 7, 0, pos, reverse, reset_after, false, false,
+                           threads, true});
+        cases.push_back({Mode::kLstm, 5, 4, 3, 7, 0, pos, reverse, true, false, false, threads,
+                         true});
+        cases.push_back({Mode::kLstm, 4, 5, 6, 9, 4, pos, reverse, true, true, false, threads,
+                         true});
+        cases.push_back({Mode::kLstm, 4, 17, 5, 67, 0, pos, reverse, true, false, false,
+                         threads, true});
+        cases.push_back({Mode::kGru, 4, 33, 5, 70, 0, pos, reverse, false, false, false,
+                         threads, true});
+        cases.push_back({Mode::kLstm, 1, 3, 2, 5, 0, pos, reverse, true, false, false, threads,
+                         true});
       }
     }
   }
