@@ -7,7 +7,11 @@ the weights of the model used last in sync (a module global), so another model's
 must be read before the next one is built.
 """
 import importlib.util
+import re
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -265,6 +269,19 @@ def test_bidirectional(kind, merge_mode, return_sequences):
 
 
 @pytest.mark.parametrize("kind", LAYERS)
+@pytest.mark.parametrize("pre", [False, True], ids=["post", "pre"])
+def test_bidirectional_with_mask(kind, pre):
+    tokens = padded_tokens(pre, seed=19)
+    y = np.random.RandomState(20).randn(N, H).astype("float32")
+
+    def build(fused):
+        return Sequential([Embedding(11, C, mask_zero=True, input_shape=(T,)),
+                           Bidirectional(rnn(kind, fused), merge_mode="sum")])
+
+    compare(build, tokens, y)
+
+
+@pytest.mark.parametrize("kind", LAYERS)
 @pytest.mark.parametrize("return_sequences", [False, True])
 def test_stateful(kind, return_sequences):
     """States carried from batch to batch in predict and train_on_batch, and reset_states().
@@ -411,3 +428,17 @@ def test_stacked_fallback_layers_with_unknown_batch():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         compare(build, x, y)
+
+
+def test_text_generation_example_matches_stock():
+    """examples/keras_text_generation.py, tiny: fused and stock (--compare) train from the same
+    weights on the same batches to the same loss, and both sample."""
+    example = Path(__file__).resolve().parent.parent / "examples" / "keras_text_generation.py"
+    run = subprocess.run([sys.executable, str(example), "--compare", "--corpus-chars", "1500",
+                          "--max-line", "30", "--hidden", "16", "--batch-size", "64",
+                          "--sample-length", "10"],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    losses = dict(re.findall(r"^  (fused|stock): loss ([0-9.]+),", run.stdout, re.M))
+    assert set(losses) == {"fused", "stock"} and losses["fused"] == losses["stock"], run.stdout
+    assert run.stdout.count("Samples (") == 2
