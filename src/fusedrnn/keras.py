@@ -8,7 +8,10 @@ operators, one `_fusedrnn_layer` operator runs the whole sequence. So
     model.set_weights(stock_model.get_weights())
     keras.models.load_model(path, custom_objects=fusedrnn.keras.custom_objects())
 
-work both ways, and `patch()` makes unchanged Keras code build fused layers.
+work both ways, and `patch()` makes unchanged Keras code build fused layers. (Keras 2.2.4
+reads HDF5 files only with h5py < 3, which returns their strings as bytes: with h5py 3,
+`load_model` and `load_weights` fail for every model, fused or not; `model.to_json()` with
+`model_from_json(..., custom_objects=...)` and `get_weights`/`set_weights` work.)
 
 Keras' weights stay Keras' variables; the graph cuts, reorders and transposes them into the
 operator's layout, so gradients reach them through MXNet's own operators:
