@@ -87,12 +87,15 @@ def data(seed=0, n=N, t=T, c=C, out=H):
 
 
 def variants(kind):
+    # Regularisers and constraints act on the weights outside `call`: unchanged.
+    weights = dict(kernel_regularizer="l2", recurrent_constraint="max_norm")
     if kind == "LSTM":
-        return [{}, dict(use_bias=False), dict(unit_forget_bias=False)]
+        return [{}, dict(use_bias=False), dict(unit_forget_bias=False), dict(implementation=2),
+                weights]
     if kind == "GRU":
         return [{}, dict(reset_after=True), dict(use_bias=False),
-                dict(use_bias=False, reset_after=True)]
-    return [{}, dict(activation="relu"), dict(use_bias=False)]
+                dict(use_bias=False, reset_after=True), dict(implementation=2), weights]
+    return [{}, dict(activation="relu"), dict(use_bias=False), weights]
 
 
 @pytest.mark.parametrize("kind,kwargs", [(k, v) for k in LAYERS[:2] for v in variants(k)])
