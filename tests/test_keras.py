@@ -7,7 +7,11 @@ the weights of the model used last in sync (a module global), so another model's
 must be read before the next one is built.
 """
 import importlib.util
+import re
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,7 +23,8 @@ if importlib.util.find_spec("keras") is None:
 
 import fusedrnn.keras as fk  # noqa: E402
 import keras  # noqa: E402
-from keras.layers import Dense, Embedding, Input, Masking, concatenate  # noqa: E402
+from keras.layers import (Bidirectional, Dense, Embedding, Flatten, Input, Lambda,  # noqa: E402
+                          Masking, concatenate)
 from keras.models import Model, Sequential, load_model  # noqa: E402
 from keras.optimizers import SGD  # noqa: E402
 
@@ -43,9 +48,9 @@ def input_shape(fused, shape=(T, C)):
     return dict(input_shape=shape) if fused else dict(batch_input_shape=(N,) + shape)
 
 
-def run(model, inputs, target, weights=None):
+def run(model, inputs, target, weights=None, **compile_kwargs):
     """(predictions, weights before, weights after one train_on_batch) of a new model."""
-    model.compile(SGD(lr=0.5), "mse")
+    model.compile(SGD(lr=0.5), "mse", **compile_kwargs)
     if weights is not None:
         model.set_weights(weights)
     before = model.get_weights()
@@ -82,12 +87,34 @@ def data(seed=0, n=N, t=T, c=C, out=H):
 
 
 def variants(kind):
+    # Regularisers and constraints act on the weights outside `call`: unchanged.
+    weights = dict(kernel_regularizer="l2", recurrent_constraint="max_norm")
     if kind == "LSTM":
-        return [{}, dict(use_bias=False), dict(unit_forget_bias=False)]
+        return [{}, dict(use_bias=False), dict(unit_forget_bias=False), dict(implementation=2),
+                weights]
     if kind == "GRU":
         return [{}, dict(reset_after=True), dict(use_bias=False),
-                dict(use_bias=False, reset_after=True)]
-    return [{}, dict(activation="relu"), dict(use_bias=False)]
+                dict(use_bias=False, reset_after=True), dict(implementation=2), weights]
+    return [{}, dict(activation="relu"), dict(use_bias=False), weights]
+
+
+@pytest.mark.parametrize("kind,kwargs", [(k, v) for k in LAYERS[:2] for v in variants(k)])
+def test_hard_sigmoid_gates(kind, kwargs):
+    """Keras 2.2.4's default gate activation, once the kernels have it (the operator's
+    gate_activation attribute): fused, without a warning."""
+    if "hard_sigmoid" not in fk._GATE_ACTIVATIONS:
+        pytest.skip("the kernels have no hard_sigmoid gates yet")
+    x, y = data(18)
+    x *= 4  # both of hard_sigmoid's flat parts are reached
+
+    def build(fused):
+        return Sequential([rnn(kind, fused, input_shape=(T, C),
+                               recurrent_activation="hard_sigmoid", **kwargs)])
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        warnings.filterwarnings("ignore", "Optimizer created manually")
+        compare(build, x, y)
 
 
 @pytest.mark.parametrize("kind,kwargs", [(k, v) for k in LAYERS for v in variants(k)])
@@ -203,6 +230,97 @@ def test_variable_time_length(kind, unroll):
             np.testing.assert_allclose(wf - w0, ws - w0, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("kind", LAYERS)
+@pytest.mark.parametrize("merge_mode", ["sum", "ave", "mul", None, "concat"])
+@pytest.mark.parametrize("return_sequences", [False, True])
+def test_bidirectional(kind, merge_mode, return_sequences):
+    """Against stock Bidirectional of the same merge mode; concat against stock's
+    merge_mode=None: stock concatenates a layer's outputs on the batch axis (keras-mxnet's
+    K.concatenate takes axis -1 as 0 when it cannot tell the rank). Half of each stock
+    output's loss is the concatenated output's loss."""
+    x, _ = data(15)
+    width = 2 * H if merge_mode == "concat" else H
+    y = np.random.RandomState(16).randn(N, T if return_sequences else 1, width)
+    y = y.astype("float32")
+
+    def build(fused, mode=merge_mode):
+        inp = Input((T, C))
+        outs = Bidirectional(rnn(kind, fused, return_sequences=return_sequences),
+                             merge_mode=mode)(inp)
+        if return_sequences:
+            outs = [Flatten()(out) for out in outs] if mode is None else Flatten()(outs)
+        return Model(inp, outs)
+
+    def flat(a):
+        return a.reshape(N, -1)
+
+    if merge_mode == "concat":
+        targets = [flat(y[..., :H]), flat(y[..., H:])]
+        pred, before, after = run(build(False, None), x, targets, loss_weights=[0.5, 0.5])
+        pred = flat(np.concatenate([p.reshape(y[..., :H].shape) for p in pred], axis=-1))
+    else:
+        targets = [flat(y)] * 2 if merge_mode is None else flat(y)
+        pred, before, after = run(build(False), x, targets)
+    model = build(True)
+    assert all(isinstance(layer, fk._FusedRNN)
+               for layer in (model.layers[1].forward_layer, model.layers[1].backward_layer))
+    f_pred, _, f_after = run(model, x, flat(y) if merge_mode == "concat" else targets,
+                             weights=before)
+    np.testing.assert_allclose(f_pred, pred, rtol=1e-5, atol=1e-6)
+    for w0, ws, wf in zip(before, after, f_after):
+        np.testing.assert_allclose(wf - w0, ws - w0, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", LAYERS)
+@pytest.mark.parametrize("pre", [False, True], ids=["post", "pre"])
+def test_bidirectional_with_mask(kind, pre):
+    tokens = padded_tokens(pre, seed=19)
+    y = np.random.RandomState(20).randn(N, H).astype("float32")
+
+    def build(fused):
+        return Sequential([Embedding(11, C, mask_zero=True, input_shape=(T,)),
+                           Bidirectional(rnn(kind, fused), merge_mode="sum")])
+
+    compare(build, tokens, y)
+
+
+@pytest.mark.parametrize("kind", LAYERS)
+@pytest.mark.parametrize("return_sequences", [False, True])
+def test_stateful(kind, return_sequences):
+    """States carried from batch to batch in predict and train_on_batch, and reset_states().
+    Stock keras-mxnet's stateful layer without return_sequences cannot predict (its output
+    and its new state are one symbol, grouped twice): that oracle is the last step of
+    return_sequences."""
+    rng = np.random.RandomState(17)
+    xs = [rng.randn(N, T, C).astype("float32") for _ in range(3)]
+    y = rng.randn(N, H).astype("float32")
+
+    def run_stateful(model, weights=None):
+        model.compile(SGD(lr=0.5), "mse")
+        if weights is not None:
+            model.set_weights(weights)
+        before = model.get_weights()
+        outs = [model.predict(x, batch_size=N) for x in xs[:2]]
+        model.train_on_batch(xs[2], y)
+        outs.append(model.predict(xs[0], batch_size=N))
+        model.reset_states()
+        outs.append(model.predict(xs[0], batch_size=N))
+        return outs, before, model.get_weights()
+
+    shape = dict(batch_input_shape=(N, T, C), stateful=True)
+    stock = Sequential([rnn(kind, False, return_sequences=True, **shape),
+                        Lambda(lambda seq: seq[:, -1], output_shape=(H,))])
+    outs, before, after = run_stateful(stock)
+    assert not np.allclose(outs[2], outs[3])  # the state carried over does change outputs
+    fused = Sequential([rnn(kind, True, return_sequences=return_sequences, **shape)])
+    if return_sequences:
+        fused.add(Lambda(lambda seq: seq[:, -1], output_shape=(H,)))
+    f_outs, _, f_after = run_stateful(fused, before)
+    np.testing.assert_allclose(f_outs, outs, rtol=1e-5, atol=1e-6)
+    for w0, ws, wf in zip(before, after, f_after):
+        np.testing.assert_allclose(wf - w0, ws - w0, rtol=1e-4, atol=1e-6)
+
+
 def load_h5(path, **kwargs):
     try:
         return load_model(str(path), **kwargs)
@@ -281,7 +399,7 @@ def test_patch_and_unpatch():
 
 
 @pytest.mark.parametrize("kwargs,reason", [
-    (dict(recurrent_activation="hard_sigmoid"), "recurrent_activation='hard_sigmoid'"),
+    (dict(recurrent_activation="tanh"), "recurrent_activation='tanh'"),
     (dict(activation="relu"), "activation='relu'"),
 ])
 def test_falls_back_to_keras_with_one_warning(kwargs, reason):
@@ -306,10 +424,24 @@ def test_stacked_fallback_layers_with_unknown_batch():
     y = np.random.RandomState(14).randn(N, 4).astype("float32")
 
     def build(fused):
-        return Sequential([rnn("LSTM", fused, recurrent_activation="hard_sigmoid",
+        return Sequential([rnn("LSTM", fused, recurrent_activation="tanh",
                                return_sequences=True, **input_shape(fused)),
-                           rnn("GRU", fused, units=4, recurrent_activation="hard_sigmoid")])
+                           rnn("GRU", fused, units=4, recurrent_activation="tanh")])
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         compare(build, x, y)
+
+
+def test_text_generation_example_matches_stock():
+    """examples/keras_text_generation.py, tiny: fused and stock (--compare) train from the same
+    weights on the same batches to the same loss, and both sample."""
+    example = Path(__file__).resolve().parent.parent / "examples" / "keras_text_generation.py"
+    run = subprocess.run([sys.executable, str(example), "--compare", "--corpus-chars", "1500",
+                          "--max-line", "30", "--hidden", "16", "--batch-size", "64",
+                          "--sample-length", "10"],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    losses = dict(re.findall(r"^  (fused|stock): loss ([0-9.]+),", run.stdout, re.M))
+    assert set(losses) == {"fused", "stock"} and losses["fused"] == losses["stock"], run.stdout
+    assert run.stdout.count("Samples (") == 2

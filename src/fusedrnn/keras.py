@@ -8,7 +8,10 @@ operators, one `_fusedrnn_layer` operator runs the whole sequence. So
     model.set_weights(stock_model.get_weights())
     keras.models.load_model(path, custom_objects=fusedrnn.keras.custom_objects())
 
-work both ways, and `patch()` makes unchanged Keras code build fused layers.
+work both ways, and `patch()` makes unchanged Keras code build fused layers. (Keras 2.2.4
+reads HDF5 files only with h5py < 3, which returns their strings as bytes: with h5py 3,
+`load_model` and `load_weights` fail for every model, fused or not; `model.to_json()` with
+`model_from_json(..., custom_objects=...)` and `get_weights`/`set_weights` work.)
 
 Keras' weights stay Keras' variables; the graph cuts, reorders and transposes them into the
 operator's layout, so gradients reach them through MXNet's own operators:
@@ -23,9 +26,9 @@ the first unmasked step), and costs nothing. The time length need not be fixed: 
 with `input_shape=(None, C)` runs batches of any length, with `unroll` True or False.
 
 What the kernels cannot compute yet makes that layer run Keras' own code, with one warning
-per reason: `recurrent_dropout`, `dropout`, and activations other than tanh (and relu for
-SimpleRNN) with sigmoid gates; Keras 2.2.4's default gate activation, `hard_sigmoid`, is one of
-them until the kernels have it (`_GATE_ACTIVATIONS`).
+per reason: `recurrent_dropout`, `dropout`, activations other than tanh (and relu for
+SimpleRNN), and gate activations not in `_GATE_ACTIVATIONS` (sigmoid; Keras 2.2.4's default,
+`hard_sigmoid`, until the kernels have it).
 
 keras-mxnet 2.2.4.3 imports names that Python 3.10 removed (`collections.Iterable` & co.)
 and 3.11 (`inspect.getargspec`); importing this module puts them back before it imports
@@ -75,10 +78,11 @@ from keras.backend.mxnet_backend import KerasSymbol, keras_mxnet_symbol  # noqa:
 
 __all__ = ["LSTM", "GRU", "SimpleRNN", "patch", "unpatch", "custom_objects"]
 
-# Keras' name of a gate activation -> the operator's; a name missing here runs Keras' own path.
-# The kernels compute the logistic sigmoid; hard_sigmoid (Keras 2.2.4's default) joins when
-# they have it, as "hard_sigmoid": "hard_sigmoid" plus the operator attribute it selects.
-_GATE_ACTIVATIONS = {"sigmoid": None}
+# The gate activations (Keras' names) that the operator's `gate_activation` attribute takes;
+# a layer with another runs Keras' own path. The attribute is passed only for a gate other
+# than the operator's default, sigmoid. hard_sigmoid (Keras 2.2.4's default) joins when the
+# kernels have it.
+_GATE_ACTIVATIONS = ("sigmoid",)
 
 _warned = set()
 
@@ -104,14 +108,15 @@ def _reorder(w, units, order, axis):
 
 @keras_mxnet_symbol
 def _fused_rnn(inputs, weights, states, mask, mode, units, gate_order, bias_layout,
-               go_backwards, reset_after, return_sequences):
+               go_backwards, reset_after, return_sequences, gate_activation):
     """The operator over Keras tensors: (output, new states); output: [N, T, H] if
     return_sequences, else Keras' last output [N, H].
 
     inputs [N, T, C]; weights: [kernel, recurrent_kernel, (bias)] (KerasSymbols: passing them
     makes them neighbours of the result, which is how keras-mxnet finds their values);
-    states: [h0 (, c0)] [N, H], or [] for zeros; mask [N, T] or None; bias_layout: None (no bias), "one"
-    (Keras' single bias, b_hh = 0) or "two" (GRU reset_after: [2, G*H])."""
+    states: [h0 (, c0)] [N, H], or [] for zeros; mask [N, T] or None; bias_layout: None (no
+    bias), "one" (Keras' single bias, b_hh = 0) or "two" (GRU reset_after: [2, G*H]);
+    gate_activation: Keras' name, or None for the operator's default (sigmoid)."""
     kernel, recurrent_kernel = weights[0].symbol, weights[1].symbol
     gates = len(gate_order)
 
@@ -136,6 +141,8 @@ def _fused_rnn(inputs, weights, states, mask, mode, units, gate_order, bias_layo
     x = mx.sym.swapaxes(inputs.symbol, dim1=0, dim2=1)  # TNC
     attrs = dict(mode=mode, reverse=go_backwards, reset_after=reset_after,
                  training=bool(K.learning_phase()))
+    if gate_activation is not None:
+        attrs["gate_activation"] = gate_activation
     valid = None
     if mask is not None:
         # Keras' [N, T] of 0/1 in any dtype -> [T, N] float32, which the operator reads as
@@ -166,7 +173,9 @@ def _fused_rnn(inputs, weights, states, mask, mode, units, gate_order, bias_layo
             y = mx.sym.reverse(y, axis=0)
         output = mx.sym.swapaxes(y, dim1=0, dim2=1)
     elif valid is None:
-        output = new_states[0]
+        # A node of its own: keras-mxnet groups a stateful layer's outputs with its new
+        # states, and refuses two outputs of one name.
+        output = mx.sym.broadcast_add(out[1], like_state)
     else:
         # Keras' last output: the output of the sample's last unmasked step (its final h), or
         # 0 if it has none (its final h is then h0).
@@ -218,6 +227,10 @@ class _FusedRNN:
     def _bias_layout(self):
         return "one" if self.cell.use_bias else None
 
+    def _gate_activation(self):
+        """The operator's gate_activation attribute, None for its default."""
+        return None
+
     def call(self, inputs, mask=None, training=None, initial_state=None):
         mode, gate_order, why_not = self._fused_plan()
         if why_not is None and self.cell.dropout:
@@ -245,7 +258,7 @@ class _FusedRNN:
             inputs, weights, list(initial_state or []), mask, mode=mode, units=cell.units,
             gate_order=gate_order, bias_layout=self._bias_layout(),
             go_backwards=self.go_backwards, reset_after=getattr(cell, "reset_after", False),
-            return_sequences=self.return_sequences)
+            return_sequences=self.return_sequences, gate_activation=self._gate_activation())
         if self.stateful:
             self.add_update(list(zip(self.states, states)), inputs)
         if self.return_state:
@@ -276,14 +289,20 @@ class SimpleRNN(_FusedRNN, keras.layers.SimpleRNN):
         return modes[activation], (0,), None
 
 
-class LSTM(_FusedRNN, keras.layers.LSTM):
+class _Gated(_FusedRNN):
+    def _gate_activation(self):
+        gate = _activation_name(self.cell.recurrent_activation)
+        return None if gate == "sigmoid" else gate
+
+
+class LSTM(_Gated, keras.layers.LSTM):
     """keras.layers.LSTM on fusedrnn's fused operator (gates i, f, c, o in both)."""
 
     def _fused_plan(self):
         return _gated_plan(self.cell, "lstm", (0, 1, 2, 3))
 
 
-class GRU(_FusedRNN, keras.layers.GRU):
+class GRU(_Gated, keras.layers.GRU):
     """keras.layers.GRU on fusedrnn's fused operator (Keras' gates z, r, h are the operator's
     r, z, n; reset_after False and True)."""
 
