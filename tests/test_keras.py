@@ -100,16 +100,30 @@ def variants(kind):
 
 @pytest.mark.parametrize("kind,kwargs", [(k, v) for k in LAYERS[:2] for v in variants(k)])
 def test_hard_sigmoid_gates(kind, kwargs):
-    """Keras 2.2.4's default gate activation, once the kernels have it (the operator's
-    gate_activation attribute): fused, without a warning."""
-    if "hard_sigmoid" not in fk._GATE_ACTIVATIONS:
-        pytest.skip("the kernels have no hard_sigmoid gates yet")
+    """Keras 2.2.4's default gate activation (the operator's gate_activation attribute):
+    fused, without a warning."""
     x, y = data(18)
     x *= 4  # both of hard_sigmoid's flat parts are reached
 
     def build(fused):
         return Sequential([rnn(kind, fused, input_shape=(T, C),
                                recurrent_activation="hard_sigmoid", **kwargs)])
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        warnings.filterwarnings("ignore", "Optimizer created manually")
+        warnings.filterwarnings("ignore", "MXNet backend does not support constraints")
+        compare(build, x, y)
+
+
+@pytest.mark.parametrize("kind", LAYERS[:2])
+def test_keras_defaults_run_fused(kind):
+    """A layer built with Keras' defaults only (hard_sigmoid gates) is fused, not Keras' path."""
+    x, y = data(19)
+
+    def build(fused):
+        layer = getattr(fk if fused else keras.layers.recurrent, kind)
+        return Sequential([layer(H, input_shape=(T, C), **({} if fused else {"unroll": True}))])
 
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)

@@ -27,8 +27,8 @@ with `input_shape=(None, C)` runs batches of any length, with `unroll` True or F
 
 What the kernels cannot compute yet makes that layer run Keras' own code, with one warning
 per reason: `recurrent_dropout`, `dropout`, activations other than tanh (and relu for
-SimpleRNN), and gate activations not in `_GATE_ACTIVATIONS` (sigmoid; Keras 2.2.4's default,
-`hard_sigmoid`, until the kernels have it).
+SimpleRNN), and gate activations other than sigmoid and hard_sigmoid (Keras 2.2.4's
+default).
 
 keras-mxnet 2.2.4.3 imports names that Python 3.10 removed (`collections.Iterable` & co.)
 and 3.11 (`inspect.getargspec`); importing this module puts them back before it imports
@@ -80,9 +80,8 @@ __all__ = ["LSTM", "GRU", "SimpleRNN", "patch", "unpatch", "custom_objects"]
 
 # The gate activations (Keras' names) that the operator's `gate_activation` attribute takes;
 # a layer with another runs Keras' own path. The attribute is passed only for a gate other
-# than the operator's default, sigmoid. hard_sigmoid (Keras 2.2.4's default) joins when the
-# kernels have it.
-_GATE_ACTIVATIONS = ("sigmoid",)
+# than the operator's default, sigmoid.
+_GATE_ACTIVATIONS = ("sigmoid", "hard_sigmoid")
 
 _warned = set()
 
