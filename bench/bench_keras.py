@@ -18,8 +18,8 @@ call by call:
 Each row also has the LSTM layers' GEMM FLOPs (bench/_common.py: flops) and the rate the fused
 model reaches on them, and the header an sgemm peak, to tell what limits a figure.
 
-Gates are sigmoid on every side (recurrent_activation='sigmoid'): Keras 2.2.4's default,
-hard_sigmoid, runs Keras' own code in fusedrnn.keras until the kernels have it. Stock
+The Keras models use Keras 2.2.4's default gates (hard_sigmoid), as the seed's model does; the
+Gluon layer has sigmoid gates (gluon's only kind), at the same cost in the kernels. Stock
 keras-mxnet stacks RNN layers only with a fixed batch size, so every model has one.
 
     python bench/bench_keras.py [--threads 2] [--repeats 10] [--quick]
@@ -50,7 +50,7 @@ IMPLS = ("fused", "stock_unroll", "stock_foreach", "gluon")
 def keras_model(impl, sizes):
     layers = []
     for k, units in enumerate(sizes):
-        kwargs = dict(recurrent_activation="sigmoid", return_sequences=k < len(sizes) - 1)
+        kwargs = dict(return_sequences=k < len(sizes) - 1)
         if k == 0:
             kwargs["batch_input_shape"] = (BATCH, MAXLEN, CHARS)
         if impl == "fused":

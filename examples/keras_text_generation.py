@@ -16,9 +16,8 @@ standard library, gathered offline. Each line, framed by newlines, gives one tra
     python examples/keras_text_generation.py [--epochs 1] [--compare] [--help]
 
 --compare also trains stock keras-mxnet's LSTM (unroll=True, inputs padded to the longest one)
-from the same weights on the same batches, and prints both side by side. Gates are
-recurrent_activation='sigmoid' (--gate): Keras 2.2.4's default, hard_sigmoid, runs Keras' own
-code in fusedrnn.keras until the kernels have it.
+from the same weights on the same batches, and prints both side by side. The gates are Keras
+2.2.4's default, hard_sigmoid (--gate sigmoid for the other kind).
 """
 import argparse
 import time
@@ -95,7 +94,7 @@ def main():
     p.add_argument("--step", type=int, default=3, help="characters between training inputs")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--hidden", type=int, default=128)
-    p.add_argument("--gate", default="sigmoid", help="recurrent_activation")
+    p.add_argument("--gate", default="hard_sigmoid", help="recurrent_activation")
     p.add_argument("--sample-length", type=int, default=120)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--compare", action="store_true",

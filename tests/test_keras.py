@@ -33,7 +33,7 @@ LAYERS = ["LSTM", "GRU", "SimpleRNN"]
 
 
 def rnn(kind, fused, units=H, **kwargs):
-    """A stock (unroll=True) or fused layer; sigmoid gates, which the kernels have."""
+    """A stock (unroll=True) or fused layer; sigmoid gates unless asked (hard_sigmoid has its own tests)."""
     if kind != "SimpleRNN":
         kwargs.setdefault("recurrent_activation", "sigmoid")
     if fused:
