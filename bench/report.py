@@ -450,6 +450,26 @@ def cell_step_table(data):
     return "\n".join(lines)
 
 
+# --------------------------------------------------------------------------- keras.json
+def keras_table(data):
+    h = data["header"]
+    n = h["threads"][0]
+    lines = [machine_line(h, n, _peak(h, n)), "",
+             "| model | phase | fused ms | stock unroll=True ms | stock / fused | "
+             "stock unroll=False ms (outputs zeros) | fusedrnn Gluon ms | fused LSTM GFLOP/s |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in data["rows"]:
+        i = r["impls"]
+        lstms = " + ".join(f"LSTM {u}" for u in r["lstm_sizes"])
+        lines.append(f"| {r['model']} ({lstms}, T {r['maxlen']}, N {r['batch']}) | "
+                     f"{r['phase']} | {fmt_ms(i.get('fused'))} | "
+                     f"{fmt_ms(i.get('stock_unroll'))} | "
+                     f"{fmt_x(r['ratio_vs_fused'].get('stock_unroll'))} | "
+                     f"{fmt_ms(i.get('stock_foreach'))} | {fmt_ms(i.get('gluon'))} | "
+                     f"{r['fused_lstm_gflops']:.0f} |")
+    return "\n".join(lines)
+
+
 # --------------------------------------------------------------------------- the report
 SECTIONS = [  # (result file, title, markdown, regenerating command)
     ("rnn", "Gluon layers and cells vs MXNet and PyTorch", rnn_tables,
@@ -462,6 +482,7 @@ SECTIONS = [  # (result file, title, markdown, regenerating command)
     ("seams", "The gradient seam's cost", seams_table, "python bench/bench_seams.py"),
     ("cell_step", "One cell step in a decoding loop, by MXNet engine", cell_step_table,
      "python bench/bench_cell_step.py"),
+    ("keras", "Keras (keras-mxnet) on fused ops", keras_table, "python bench/bench_keras.py"),
 ]
 
 
