@@ -101,14 +101,6 @@ def test_matches_reference(variant, size, valid, reverse, dtype, margin=1e-4):
     assert not np.allclose(sig.hy, fwd.hy)
 
 
-@pytest.fixture
-def two_threads():
-    before = kernels.get_num_threads()
-    kernels.set_num_threads(2)
-    yield
-    kernels.set_num_threads(before)
-
-
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_two_threads(variant, reverse, two_threads):

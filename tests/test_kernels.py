@@ -88,14 +88,6 @@ def test_matches_reference(variant, size, variable, reverse, dtype):
     assert_results_close(inference, fwd, what="inference vs training", rtol=0, atol=0)
 
 
-@pytest.fixture
-def two_threads():
-    before = kernels.get_num_threads()
-    kernels.set_num_threads(2)
-    yield
-    kernels.set_num_threads(before)
-
-
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("variant", list(VARIANTS))
 @pytest.mark.parametrize("size", [(5, 64, 9, 70), (3, 20, 300, 150)],
