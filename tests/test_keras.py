@@ -13,6 +13,7 @@ import sys
 import warnings
 from pathlib import Path
 
+import mxnet as mx
 import numpy as np
 import pytest
 
@@ -23,6 +24,8 @@ if importlib.util.find_spec("keras") is None:
 
 import fusedrnn.keras as fk  # noqa: E402
 import keras  # noqa: E402
+from keras import backend as K  # noqa: E402
+from keras.backend.mxnet_backend import KerasSymbol  # noqa: E402
 from keras.layers import (Bidirectional, Dense, Embedding, Flatten, Input, Lambda,  # noqa: E402
                           Masking, concatenate)
 from keras.models import Model, Sequential, load_model  # noqa: E402
@@ -141,6 +144,82 @@ def test_constructor_arguments(kind, kwargs, unroll):
         return Sequential([rnn(kind, fused, input_shape=(T, C), **kwargs, **extra)])
 
     compare(build, x, y)
+
+
+@pytest.fixture
+def fixed_dropout(monkeypatch):
+    """K.dropout drawing fixed masks: the i-th mask a model draws is the i-th of a seeded
+    sequence (set `period` to the masks per model), so stock Keras and the fused layers,
+    which draw their masks in the same order, get the same masks (MXNet's Dropout would draw
+    them in graph order), in predict too.
+
+    Stock Keras cannot run dropout on MXNet at all: its cells draw the masks inside K.rnn's
+    training pass and reuse them in its inference pass, where they have no symbol (an
+    AssertionError with unroll=True; unroll=False computes zeros). These masks are one symbol
+    for both passes."""
+    class Drawn(list):
+        period = None
+
+    drawn = Drawn()
+
+    def dropout(x, level, noise_shape=None, seed=None):
+        # Made of x's element indices alone, not of a variable: keras-mxnet binds no values
+        # for variables made inside a cell's step.
+        which = len(drawn) % drawn.period
+        drawn.append(which)
+        index = mx.sym.contrib.arange_like(x.symbol)
+        keep = (((index * 37 + 11 * which) % 17) >= 17 * level) / (1 - level)
+        out = KerasSymbol(x.symbol * keep, neighbors=[x])
+        out._train_sym = out._pred_sym = x.symbol * keep
+        return out
+
+    monkeypatch.setattr(K, "dropout", dropout)
+    return drawn
+
+
+def dropout_variants(kind):
+    if kind == "LSTM":
+        return [{}, dict(implementation=2)]
+    if kind == "GRU":
+        return [{}, dict(reset_after=True), dict(implementation=2)]
+    return [{}]
+
+
+@pytest.mark.parametrize("kind,kwargs", [(k, v) for k in LAYERS for v in dropout_variants(k)])
+@pytest.mark.parametrize("go_backwards", [False, True])
+def test_input_dropout(kind, kwargs, go_backwards, fixed_dropout):
+    """Keras' input dropout (a mask per sample and feature, the same at every step; one per
+    gate with implementation=1) runs fused, with stock's numbers given the same masks."""
+    x, y = data(21)
+    gates = {"LSTM": 4, "GRU": 3, "SimpleRNN": 1}[kind]
+    fixed_dropout.period = gates
+
+    def build(fused):
+        return Sequential([rnn(kind, fused, batch_input_shape=(N, T, C), dropout=0.4,
+                               go_backwards=go_backwards, **kwargs)])
+
+    plain_pred, _, _ = run(Sequential([rnn(kind, False, batch_input_shape=(N, T, C),
+                                           go_backwards=go_backwards, **kwargs)]), x, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        warnings.filterwarnings("ignore", "Optimizer created manually")
+        compare(build, x, y)
+    assert len(fixed_dropout) == 2 * gates  # stock's masks, then the fused layer's
+    assert not np.allclose(run(build(True), x, y)[0], plain_pred, atol=1e-3)
+
+
+def test_input_dropout_only_in_training():
+    """With MXNet's own Dropout, predict runs without masks (stock's numbers) and training
+    with them: a fused layer with dropout predicts as one without."""
+    x, y = data(22)
+    stock = Sequential([rnn("LSTM", False, input_shape=(T, C))])
+    pred, before, _ = run(stock, x, y)
+    fused = Sequential([rnn("LSTM", True, input_shape=(T, C), dropout=0.5)])
+    f_pred, _, f_after = run(fused, x, y, weights=before)
+    np.testing.assert_allclose(f_pred, pred, rtol=1e-5, atol=1e-6)
+    plain = Sequential([rnn("LSTM", True, input_shape=(T, C))])
+    _, _, p_after = run(plain, x, y, weights=before)
+    assert not np.allclose(f_after[0], p_after[0], atol=1e-6)
 
 
 @pytest.mark.parametrize("kind", LAYERS)
@@ -335,15 +414,6 @@ def test_stateful(kind, return_sequences):
         np.testing.assert_allclose(wf - w0, ws - w0, rtol=1e-4, atol=1e-6)
 
 
-def load_h5(path, **kwargs):
-    try:
-        return load_model(str(path), **kwargs)
-    except AttributeError as e:  # json.loads(model_config.decode('utf-8'))
-        if "decode" not in str(e):
-            raise
-        pytest.skip("Keras 2.2.4's load_model needs h5py < 3 (attributes read as bytes)")
-
-
 @pytest.mark.parametrize("kind", LAYERS)
 def test_config_round_trip_both_ways(kind):
     """The saved-model format: the JSON config and the weights."""
@@ -380,14 +450,47 @@ def test_save_load_both_ways(kind, tmp_path):
     stock = build(False)
     stock.save(str(tmp_path / "stock.h5"))
     expect = stock.predict(x)
-    fused = load_h5(tmp_path / "stock.h5", custom_objects=fk.custom_objects())
+    fused = load_model(str(tmp_path / "stock.h5"), custom_objects=fk.custom_objects())
     assert [type(layer) for layer in fused.layers[:2]] == [getattr(fk, kind)] * 2
     np.testing.assert_allclose(fused.predict(x), expect, rtol=1e-5, atol=1e-6)
 
     fused.save(str(tmp_path / "fused.h5"))
-    back = load_h5(tmp_path / "fused.h5")
+    back = load_model(str(tmp_path / "fused.h5"))
     assert not any(isinstance(layer, fk._FusedRNN) for layer in back.layers)
     np.testing.assert_allclose(back.predict(x), expect, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", LAYERS)
+def test_save_weights_load_weights_both_ways(kind, tmp_path):
+    x, y = data(24)
+
+    def build(fused):
+        return Sequential([rnn(kind, fused, input_shape=(T, C)), Dense(2)])
+
+    stock = build(False)
+    stock.save_weights(str(tmp_path / "stock.h5"))
+    expect = stock.predict(x)
+    fused = build(True)
+    fused.load_weights(str(tmp_path / "stock.h5"))
+    np.testing.assert_allclose(fused.predict(x), expect, rtol=1e-5, atol=1e-6)
+    fused.compile(SGD(lr=0.5), "mse")
+    fused.train_on_batch(x, y[:, :2])
+    fused.save_weights(str(tmp_path / "fused.h5"))
+    trained, expect = fused.get_weights(), fused.predict(x)
+    back = build(False)
+    back.load_weights(str(tmp_path / "fused.h5"))
+    for got, want in zip(back.get_weights(), trained):
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_allclose(back.predict(x), expect, rtol=1e-5, atol=1e-6)
+
+
+def test_hdf5_strings_read_as_before_outside_keras(tmp_path):
+    """The h5py 3 shim only changes what Keras' own modules read."""
+    h5py = pytest.importorskip("h5py")
+    Sequential([fk.LSTM(H, input_shape=(T, C))]).save(str(tmp_path / "m.h5"))
+    with h5py.File(str(tmp_path / "m.h5"), "r") as f:
+        assert isinstance(f.attrs["model_config"], str)
+        assert f["model_weights"].attrs["layer_names"].dtype == object
 
 
 def test_patch_and_unpatch():
@@ -396,9 +499,15 @@ def test_patch_and_unpatch():
     try:
         for name in LAYERS:
             assert getattr(keras.layers, name) is getattr(fk, name)
-            # Keras' own classes stay usable (they reach RNN through these names).
-            assert getattr(keras.layers.recurrent, name) is stock_classes[name]
-            assert type(stock_classes[name](H)) is stock_classes[name]
+            assert getattr(keras.layers.recurrent, name) is getattr(fk, name)
+            # Keras' own classes stay usable (their methods name them in that module).
+            stock = stock_classes[name](H, return_sequences=True)
+            assert type(stock) is stock_classes[name]
+            assert stock.get_config()["return_sequences"]
+        stock_model = Sequential([stock_classes["LSTM"](H, input_shape=(T, C), unroll=True)])
+        stock_model.predict(data()[0])
+        from keras.layers.recurrent import SimpleRNN
+        assert SimpleRNN is fk.SimpleRNN
         model = Sequential([keras.layers.GRU(H, input_shape=(T, C), return_sequences=True),
                             keras.layers.LSTM(H)])
         assert [type(layer) for layer in model.layers] == [fk.GRU, fk.LSTM]
@@ -409,17 +518,21 @@ def test_patch_and_unpatch():
         fk.unpatch()
     for name in LAYERS:
         assert getattr(keras.layers, name) is stock_classes[name]
+        assert getattr(keras.layers.recurrent, name) is stock_classes[name]
     assert type(keras.models.model_from_json(config).layers[0]) is stock_classes["GRU"]
 
 
 @pytest.mark.parametrize("kwargs,reason", [
     (dict(recurrent_activation="tanh"), "recurrent_activation='tanh'"),
     (dict(activation="relu"), "activation='relu'"),
+    (dict(recurrent_dropout=0.3), "recurrent_dropout=0.3"),
+    (dict(recurrent_dropout=0.3, dropout=0.2), "recurrent_dropout=0.3"),
 ])
-def test_falls_back_to_keras_with_one_warning(kwargs, reason):
+def test_falls_back_to_keras_with_one_warning(kwargs, reason, fixed_dropout):
     """What the kernels lack runs Keras' own code (unrolled: its foreach path gives zeros)."""
     x, y = data(12)
     fk._warned.clear()
+    fixed_dropout.period = 4 * sum(1 for k in kwargs if k.endswith("dropout"))
 
     def build(fused):
         return Sequential([rnn("LSTM", fused, input_shape=(T, C), **kwargs)])
@@ -429,6 +542,22 @@ def test_falls_back_to_keras_with_one_warning(kwargs, reason):
         compare(build, x, y, fused_builds=[lambda: build(True), lambda: build(True)])
     ours = [w for w in caught if "fusedrnn.keras" in str(w.message)]
     assert len(ours) == 1 and reason in str(ours[0].message)
+
+
+@pytest.mark.parametrize("kind", LAYERS)
+def test_recurrent_dropout_runs(kind):
+    """Keras' own path with MXNet's Dropout, where stock keras-mxnet fails (unroll=True) or
+    computes zeros (unroll=False): predict without masks (stock's numbers without dropout),
+    training with them."""
+    x, y = data(23)
+    pred, before, _ = run(Sequential([rnn(kind, False, input_shape=(T, C))]), x, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        layer = rnn(kind, True, input_shape=(T, C), recurrent_dropout=0.5, dropout=0.5)
+        f_pred, _, f_after = run(Sequential([layer]), x, y, weights=before)
+    np.testing.assert_allclose(f_pred, pred, rtol=1e-5, atol=1e-6)
+    _, _, p_after = run(Sequential([rnn(kind, True, input_shape=(T, C))]), x, y, weights=before)
+    assert not np.allclose(f_after[1], p_after[1], atol=1e-6)
 
 
 def test_stacked_fallback_layers_with_unknown_batch():

@@ -9,9 +9,8 @@ operators, one `_fusedrnn_layer` operator runs the whole sequence. So
     keras.models.load_model(path, custom_objects=fusedrnn.keras.custom_objects())
 
 work both ways, and `patch()` makes unchanged Keras code build fused layers. (Keras 2.2.4
-reads HDF5 files only with h5py < 3, which returns their strings as bytes: with h5py 3,
-`load_model` and `load_weights` fail for every model, fused or not; `model.to_json()` with
-`model_from_json(..., custom_objects=...)` and `get_weights`/`set_weights` work.)
+reads HDF5 files as h5py < 3 did, its strings as bytes; importing this module gives Keras'
+own reads from h5py 3 those types back, so `load_model` and `load_weights` work at all.)
 
 Keras' weights stay Keras' variables; the graph cuts, reorders and transposes them into the
 operator's layout, so gradients reach them through MXNet's own operators:
@@ -25,10 +24,13 @@ Keras' semantics: a masked step keeps the states and repeats the previous output
 the first unmasked step), and costs nothing. The time length need not be fixed: a model built
 with `input_shape=(None, C)` runs batches of any length, with `unroll` True or False.
 
-What the kernels cannot compute yet makes that layer run Keras' own code, with one warning
-per reason: `recurrent_dropout`, `dropout`, activations other than tanh (and relu for
-SimpleRNN), and gate activations other than sigmoid and hard_sigmoid (Keras 2.2.4's
-default).
+Input `dropout` runs fused with Keras' masks (one [N, C] mask per sample and feature, the same
+at every step, drawn in training only; one per gate with implementation=1). What the kernels
+cannot compute yet makes that layer run Keras' own code, with one warning per reason:
+`recurrent_dropout`, activations other than tanh (and relu for SimpleRNN), and gate
+activations other than sigmoid and hard_sigmoid (Keras 2.2.4's default). That path draws the
+dropout masks before K.rnn, where stock Keras' dropout fails with MXNet (see
+_FusedRNN._keras_call).
 
 keras-mxnet 2.2.4.3 imports names that Python 3.10 removed (`collections.Iterable` & co.)
 and 3.11 (`inspect.getargspec`); importing this module puts them back before it imports
@@ -36,9 +38,14 @@ keras.
 """
 import collections
 import collections.abc
+import functools
 import inspect
 import os
+import sys
+import types
 import warnings
+
+import numpy as np
 
 
 def _restore_removed_names():
@@ -57,7 +64,38 @@ def _restore_removed_names():
         inspect.getargspec = getargspec
 
 
+def _read_hdf5_strings_as_keras_expects():
+    """Keras 2.2.4 reads the strings of its HDF5 files as h5py < 3 returned them, bytes
+    (`.decode('utf8')`, `dtype.type == np.string_`): h5py 3 returns str, so every load_model
+    and load_weights fails, stock or fused, and h5py < 3 has no wheels for Python >= 3.9.
+    Reads made by Keras' own modules get h5py 2's types back: bytes for a string, an array of
+    bytes for an array of strings. Everyone else's reads are unchanged."""
+    try:
+        import h5py
+        from h5py._hl.attrs import AttributeManager
+    except ImportError:
+        return
+    if int(h5py.__version__.split(".")[0]) < 3 or hasattr(AttributeManager, "_h5py3_read"):
+        return
+    read = AttributeManager.__getitem__
+
+    def __getitem__(self, name):
+        value = read(self, name)
+        if not sys._getframe(1).f_globals.get("__name__", "").startswith("keras."):
+            return value
+        if isinstance(value, str):
+            return value.encode("utf-8")
+        if isinstance(value, np.ndarray) and value.dtype == object and value.size and all(
+                isinstance(v, str) for v in value.flat):
+            return np.array([v.encode("utf-8") for v in value.flat]).reshape(value.shape)
+        return value
+
+    AttributeManager._h5py3_read = read
+    AttributeManager.__getitem__ = __getitem__
+
+
 _restore_removed_names()
+_read_hdf5_strings_as_keras_expects()
 # keras-mxnet's default backend is MXNet already; a KERAS_BACKEND left over for another
 # backend would make these layers unusable, and is refused below.
 os.environ.setdefault("KERAS_BACKEND", "mxnet")
@@ -105,15 +143,29 @@ def _reorder(w, units, order, axis):
     return mx.sym.concat(*blocks, dim=axis)
 
 
+def _block_diagonal(w, gates, units):
+    """[G*H, C] -> [G*H, G*C] with gate g's rows in column block g, zeros elsewhere: with the
+    inputs [T, N, G*C] of `gates` masked copies of x, the one input product is then each
+    gate's product with its own copy."""
+    rows = [mx.sym.slice_axis(w, axis=0, begin=g * units, end=(g + 1) * units)
+            for g in range(gates)]
+    zeros = mx.sym.zeros_like(rows[0])
+    return mx.sym.concat(*[mx.sym.concat(*[row if g == k else zeros for k in range(gates)],
+                                         dim=1)
+                           for g, row in enumerate(rows)], dim=0)
+
+
 @keras_mxnet_symbol
-def _fused_rnn(inputs, weights, states, mask, mode, units, gate_order, bias_layout,
-               go_backwards, reset_after, return_sequences, gate_activation):
+def _fused_rnn(inputs, weights, states, mask, dropout_masks, mode, units, gate_order,
+               bias_layout, go_backwards, reset_after, return_sequences, gate_activation):
     """The operator over Keras tensors: (output, new states); output: [N, T, H] if
     return_sequences, else Keras' last output [N, H].
 
     inputs [N, T, C]; weights: [kernel, recurrent_kernel, (bias)] (KerasSymbols: passing them
     makes them neighbours of the result, which is how keras-mxnet finds their values);
-    states: [h0 (, c0)] [N, H], or [] for zeros; mask [N, T] or None; bias_layout: None (no
+    states: [h0 (, c0)] [N, H], or [] for zeros; mask [N, T] or None; dropout_masks: Keras'
+    input dropout masks [N, C], one for all gates or one per gate in Keras' order, or [];
+    bias_layout: None (no
     bias), "one" (Keras' single bias, b_hh = 0) or "two" (GRU reset_after: [2, G*H]);
     gate_activation: Keras' name, or None for the operator's default (sigmoid)."""
     kernel, recurrent_kernel = weights[0].symbol, weights[1].symbol
@@ -138,6 +190,16 @@ def _fused_rnn(inputs, weights, states, mask, mode, units, gate_order, bias_layo
             b_ih = _reorder(b_ih, units, gate_order, axis=0)
             b_hh = _reorder(b_hh, units, gate_order, axis=0)
     x = mx.sym.swapaxes(inputs.symbol, dim1=0, dim2=1)  # TNC
+    data = x
+    if len(dropout_masks) == 1:
+        data = mx.sym.broadcast_mul(x, mx.sym.expand_dims(dropout_masks[0].symbol, axis=0))
+    elif dropout_masks:
+        # Keras' implementation=1: gate g reads x * mask[g]. Until the kernels take a mask per
+        # gate, the input product runs over G masked copies of x against a block-diagonal
+        # w_ih: exact, at G times the input product's cost.
+        data = mx.sym.concat(*[mx.sym.broadcast_mul(
+            x, mx.sym.expand_dims(dropout_masks[g].symbol, axis=0)) for g in gate_order], dim=2)
+        w_ih = _block_diagonal(w_ih, gates, units)
     attrs = dict(mode=mode, reverse=go_backwards, reset_after=reset_after,
                  training=bool(K.learning_phase()))
     if gate_activation is not None:
@@ -164,7 +226,7 @@ def _fused_rnn(inputs, weights, states, mask, mode, units, gate_order, bias_layo
                   for s in states]
     else:
         states = [like_state] * (2 if mode == "lstm" else 1)
-    out = fused_layer(mx.sym, x, [w_ih, w_hh, b_ih, b_hh], states, valid=valid, **attrs)
+    out = fused_layer(mx.sym, data, [w_ih, w_hh, b_ih, b_hh], states, valid=valid, **attrs)
     new_states = [mx.sym.broadcast_add(out[1 + k], like_state) for k in range(len(states))]
     if return_sequences:
         y = mx.sym.broadcast_add(out[0], mx.sym.broadcast_to(zeros, shape=(0, 0, units)))
@@ -184,14 +246,22 @@ def _fused_rnn(inputs, weights, states, mask, mode, units, gate_order, bias_layo
 
 
 @keras_mxnet_symbol
-def _zero_state(inputs, units):
-    """Zeros [N, units] for inputs [N, T, C], made without shape inference: Keras' own
+def _state_of(inputs, units, value):
+    """[N, units] of `value` for inputs [N, T, C], made without shape inference: Keras' own
     get_initial_state infers shapes, and with keras-mxnet gets [1, N * units] when the batch
     size is not fixed and inputs come from another RNN layer."""
     first = mx.sym.slice_axis(mx.sym.slice_axis(inputs.symbol, axis=1, begin=0, end=1),
                               axis=2, begin=0, end=1)  # [N, 1, 1]
-    zeros = mx.sym.zeros_like(mx.sym.reshape(first, shape=(-3, 0)))  # [N, 1]
-    return KerasSymbol(mx.sym.broadcast_to(mx.sym.BlockGrad(zeros), shape=(0, units)))
+    filled = mx.sym.zeros_like(mx.sym.reshape(first, shape=(-3, 0))) + value  # [N, 1]
+    return KerasSymbol(mx.sym.broadcast_to(mx.sym.BlockGrad(filled), shape=(0, units)))
+
+
+@keras_mxnet_symbol
+def _step_ones(inputs):
+    """Ones [N, C] for inputs [N, T, C]: what Keras' cells draw their input dropout masks
+    from."""
+    first = mx.sym.slice_axis(inputs.symbol, axis=1, begin=0, end=1)
+    return KerasSymbol(mx.sym.BlockGrad(mx.sym.ones_like(mx.sym.reshape(first, shape=(0, -3)))))
 
 
 class _FusedRNN:
@@ -199,7 +269,7 @@ class _FusedRNN:
 
     def get_initial_state(self, inputs):
         sizes = self.cell.state_size
-        return [_zero_state(inputs, units=units)
+        return [_state_of(inputs, units=units, value=0)
                 for units in (sizes if hasattr(sizes, "__len__") else [sizes])]
 
     def _keras_call(self, inputs, mask, training, initial_state):
@@ -213,11 +283,41 @@ class _FusedRNN:
                                  "path computes zeros with MXNet 1.9.1")
         elif timesteps > 1:
             self.unroll = True
+        # Keras' cells draw their dropout masks inside K.rnn, which keras-mxnet runs twice (a
+        # training and an inference symbol): the masks drawn in the first pass have no
+        # inference symbol, and the cell reuses them in the second, which then fails (stock
+        # Keras with dropout and unroll=True). Drawn here, outside K.rnn, they have both, and
+        # MXNet's Dropout tells the phases apart when it runs. keras.layers.RNN.call, not
+        # super().call: that would reset them.
+        first = inputs[0] if isinstance(inputs, list) else inputs
+        cell = self.cell
+        cell._dropout_mask = self._draw_masks(_step_ones(first), cell.dropout, training)
+        cell._recurrent_dropout_mask = self._draw_masks(
+            _state_of(first, units=cell.units, value=1), cell.recurrent_dropout, training)
         try:
-            return super().call(inputs, mask=mask, training=training,
-                                initial_state=initial_state)
+            return keras.layers.RNN.call(self, inputs, mask=mask, training=training,
+                                         initial_state=initial_state)
         finally:
+            cell._dropout_mask = cell._recurrent_dropout_mask = None
             self.unroll = unroll
+
+    def _draw_masks(self, ones, rate, training):
+        """Keras' dropout masks as its cells draw them: K.dropout of ones, in training only,
+        one per gate (LSTM 4, GRU 3; SimpleRNN: one, not in a list); None for rate 0."""
+        if not 0 < rate < 1:
+            return None
+        return recurrent._generate_dropout_mask(ones, rate, training=training,
+                                                count=self._gates)
+
+    def _input_dropout_masks(self, inputs, training):
+        """The masks of Keras' input dropout for the operator: one per gate (implementation=1),
+        or one for all (implementation=2, SimpleRNN), or none."""
+        masks = self._draw_masks(_step_ones(inputs), self.cell.dropout, training)
+        if masks is None:
+            return []
+        if self._gates == 1:
+            return [masks]
+        return masks if self.cell.implementation == 1 else masks[:1]
 
     def _fused_plan(self):
         """(operator mode, gate order, why not) for this layer's cell."""
@@ -232,8 +332,6 @@ class _FusedRNN:
 
     def call(self, inputs, mask=None, training=None, initial_state=None):
         mode, gate_order, why_not = self._fused_plan()
-        if why_not is None and self.cell.dropout:
-            why_not = f"dropout={self.cell.dropout} (input dropout) is not fused yet"
         if why_not is None and self.cell.recurrent_dropout:
             why_not = (f"recurrent_dropout={self.cell.recurrent_dropout} is not in the "
                        f"kernels")
@@ -253,13 +351,18 @@ class _FusedRNN:
                              f"{len(initial_state)} initial states.")
         cell = self.cell
         weights = [cell.kernel, cell.recurrent_kernel] + ([cell.bias] if cell.use_bias else [])
+        dropout_masks = self._input_dropout_masks(inputs, training)
         output, states = _fused_rnn(
-            inputs, weights, list(initial_state or []), mask, mode=mode, units=cell.units,
+            inputs, weights, list(initial_state or []), mask, dropout_masks, mode=mode,
+            units=cell.units,
             gate_order=gate_order, bias_layout=self._bias_layout(),
             go_backwards=self.go_backwards, reset_after=getattr(cell, "reset_after", False),
             return_sequences=self.return_sequences, gate_activation=self._gate_activation())
         if self.stateful:
             self.add_update(list(zip(self.states, states)), inputs)
+        if any(getattr(m, "_uses_learning_phase", False) for m in dropout_masks):
+            for tensor in [output] + states:
+                tensor._uses_learning_phase = True
         if self.return_state:
             return [output] + list(states)
         return output
@@ -278,6 +381,7 @@ def _gated_plan(cell, mode, gate_order):
 
 class SimpleRNN(_FusedRNN, keras.layers.SimpleRNN):
     """keras.layers.SimpleRNN on fusedrnn's fused operator (activation tanh or relu)."""
+    _gates = 1
 
     def _fused_plan(self):
         activation = _activation_name(self.cell.activation)
@@ -296,6 +400,7 @@ class _Gated(_FusedRNN):
 
 class LSTM(_Gated, keras.layers.LSTM):
     """keras.layers.LSTM on fusedrnn's fused operator (gates i, f, c, o in both)."""
+    _gates = 4
 
     def _fused_plan(self):
         return _gated_plan(self.cell, "lstm", (0, 1, 2, 3))
@@ -304,6 +409,7 @@ class LSTM(_Gated, keras.layers.LSTM):
 class GRU(_Gated, keras.layers.GRU):
     """keras.layers.GRU on fusedrnn's fused operator (Keras' gates z, r, h are the operator's
     r, z, n; reset_after False and True)."""
+    _gates = 3
 
     def _fused_plan(self):
         return _gated_plan(self.cell, "gru", (1, 0, 2))
@@ -323,17 +429,51 @@ def custom_objects():
     return dict(_FUSED)
 
 
+def _pin_module_names(fn, names):
+    """fn, reading its module's names from `names` (a copy of them) instead of the module;
+    functions it wraps (in its closure, Keras' legacy-interface decorators) likewise."""
+    for cell in fn.__closure__ or ():
+        inner = cell.cell_contents
+        if isinstance(inner, types.FunctionType) and inner.__globals__ is recurrent.__dict__:
+            cell.cell_contents = _pin_module_names(inner, names)
+    if fn.__globals__ is not recurrent.__dict__:
+        return fn
+    pinned = types.FunctionType(fn.__code__, names, fn.__name__, fn.__defaults__,
+                                fn.__closure__)
+    functools.update_wrapper(pinned, fn, updated=())
+    pinned.__kwdefaults__ = fn.__kwdefaults__
+    return pinned
+
+
+def _pin_stock_classes():
+    """Keras' LSTM, GRU and SimpleRNN reach keras.layers.RNN through `super(LSTM, self)`, the
+    name in keras.layers.recurrent: once patch() puts the fused class there, that would be
+    the fused class, and every stock layer would fail (or recurse, in a fused one). Their
+    methods read the module's names as they were before the first patch()."""
+    names = dict(vars(recurrent))
+    for cls in _STOCK.values():
+        for attr, value in list(vars(cls).items()):
+            if isinstance(value, types.FunctionType):
+                setattr(cls, attr, _pin_module_names(value, names))
+            elif isinstance(value, property) and value.fget is not None:
+                setattr(cls, attr, property(_pin_module_names(value.fget, names),
+                                            value.fset, value.fdel, value.__doc__))
+
+
 def patch():
-    """Makes keras.layers.LSTM, GRU and SimpleRNN the fused layers, so unchanged Keras code
-    (`keras.layers.LSTM(...)`, `from keras.layers import LSTM` after the call) and
-    load_model build them. keras.layers.recurrent keeps Keras' classes: their methods reach
-    keras.layers.RNN through `super(LSTM, self)`, the name in that module, so replacing it
-    there would break every stock layer made while patched."""
+    """Makes keras.layers.LSTM, GRU and SimpleRNN (and the names in keras.layers.recurrent)
+    the fused layers, so unchanged Keras code (`keras.layers.LSTM(...)`, `from keras.layers
+    import LSTM` after the call) and load_model build them."""
+    if not getattr(recurrent, "_fusedrnn_pinned", False):
+        _pin_stock_classes()
+        recurrent._fusedrnn_pinned = True
     for name, cls in _FUSED.items():
         setattr(keras.layers, name, cls)
+        setattr(recurrent, name, cls)
 
 
 def unpatch():
     """Undoes patch()."""
     for name, cls in _STOCK.items():
         setattr(keras.layers, name, cls)
+        setattr(recurrent, name, cls)
