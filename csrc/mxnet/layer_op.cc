@@ -4,11 +4,17 @@
 //
 // inputs:  x [T, N, C], w_ih, w_hh, b_ih, b_hh, h0 [N, P], c0 [N, H] (lstm),
 //          w_hr [P, H] (projection=True), lengths [N] (use_lengths=True) or mask [T, N] of
-//          0/1 (use_mask=True: Keras masking, see fusedrnn::Valid::carry)
+//          0/1 (use_mask=True: Keras masking, see fusedrnn::Valid::carry), then the
+//          regularisers' masks of fusedrnn::Masks that use_<name> asks for, in Masks' order:
+//          zoneout_h, zoneout_c (lstm), zoneout_y [T, N, P], state_mask [N, P],
+//          input_gate_masks [G, N, C], recurrent_gate_masks [G, N, P] (constants: their
+//          gradient is zero)
 // outputs: y [T, N, P], hy [N, P], cy [N, H] (lstm)
 // attributes: mode, reverse, reset_after, clip_min, clip_max, clip_nan, projection,
 //             gate_activation ('sigmoid' (default) or 'hard_sigmoid', lstm and gru),
-//             use_lengths, use_mask, training (default true: keep what backward needs;
+//             use_lengths, use_mask, use_zoneout_h, use_zoneout_c, use_zoneout_y,
+//             use_state_mask, use_input_gate_masks, use_recurrent_gate_masks,
+//             training (default true: keep what backward needs;
 //             false: forward stores nothing, and a backward, should one come, runs the
 //             forward again first)
 //
@@ -47,11 +53,23 @@ namespace {
 using fusedrnn::Arg;
 using fusedrnn::Shape;
 
+// The regularisers' masks, in the order of their inputs, with their attributes.
+constexpr Arg kMaskArgs[] = {Arg::kZoneoutH,  Arg::kZoneoutC,       Arg::kZoneoutY,
+                             Arg::kStateMask, Arg::kInputGateMasks, Arg::kRecurrentGateMasks};
+constexpr const char* kMaskAttrs[] = {"use_zoneout_h",  "use_zoneout_c",
+                                      "use_zoneout_y",  "use_state_mask",
+                                      "use_input_gate_masks", "use_recurrent_gate_masks"};
+constexpr size_t kMaskCount = sizeof(kMaskArgs) / sizeof(kMaskArgs[0]);
+
 struct LayerAttrs {
   fusedrnn::RnnDesc options;  // mode and options; no sizes
   bool projection = false, use_lengths = false, use_mask = false, training = true;
+  bool masks[kMaskCount] = {};  // which regularisers' masks are inputs
   bool lstm() const { return options.mode == fusedrnn::Mode::kLstm; }
-  int num_inputs() const { return 6 + lstm() + projection + (use_lengths || use_mask); }
+  int num_masks() const { return static_cast<int>(std::count(masks, masks + kMaskCount, true)); }
+  int num_inputs() const {
+    return 6 + lstm() + projection + (use_lengths || use_mask) + num_masks();
+  }
   int num_outputs() const { return 2 + lstm(); }
 };
 
@@ -92,6 +110,7 @@ LayerAttrs parse(const Attrs& attrs) {
   a.use_lengths = parse_bool(attrs, "use_lengths", false);
   a.use_mask = parse_bool(attrs, "use_mask", false);
   a.training = parse_bool(attrs, "training", true);
+  for (size_t i = 0; i < kMaskCount; ++i) a.masks[i] = parse_bool(attrs, kMaskAttrs[i], false);
   if (a.use_lengths && a.use_mask)
     throw fusedrnn::InvalidArgument("use_lengths and use_mask cannot both be set");
   const bool lo = parse_optional_number(attrs, "clip_min", &o.clip_min);
@@ -112,6 +131,8 @@ struct Slots {
     if (a.projection) args.push_back(Arg::kWhr);
     if (a.use_lengths) args.push_back(Arg::kLengths);
     if (a.use_mask) args.push_back(Arg::kMask);
+    for (size_t i = 0; i < kMaskCount; ++i)
+      if (a.masks[i]) args.push_back(kMaskArgs[i]);
   }
   // The input of argument a, or -1.
   int operator[](Arg a) const {
@@ -232,13 +253,14 @@ class LayerOp : public CustomStatefulOp {
                               [&](int64_t i) { return value_at(t, i, "mask"); }, &lengths_,
                               &positions_);
     }
+    const fusedrnn::Masks<T> m = masks<T>(in);
     fusedrnn::CachedBlock reserve;
     if (keep_reserve)
       reserve.reset(fusedrnn::BlockCache::instance().take(
-          std::max<size_t>(fusedrnn::reserve_size(desc_), 1) * sizeof(T)));
+          std::max<size_t>(fusedrnn::reserve_size(desc_, m.any()), 1) * sizeof(T)));
     fusedrnn::forward<T>(desc_, valid(), in[s[Arg::kX]].data<T>(), weights<T>(in),
                          in[s[Arg::kH0]].data<T>(), data<T>(in, Arg::kC0), y, hy, cy,
-                         static_cast<T*>(reserve.get()));
+                         static_cast<T*>(reserve.get()), m);
     reserve_ = std::move(reserve);
   }
 
@@ -275,10 +297,15 @@ class LayerOp : public CustomStatefulOp {
       if (dl.dtype == mxnet::ext::kUint8 || dl.dtype == mxnet::ext::kInt8) bytes = 1;
       std::memset(dl.data_ptr, 0, dl.size() * bytes);
     }
+    for (Arg a : kMaskArgs) {
+      T* dm = data<T>(out.data(), a);
+      if (dm) std::fill(dm, dm + out[slots_[a]].size(), T(0));
+    }
     fusedrnn::backward<T>(desc_, valid(), fwd_in[s[Arg::kX]].data<T>(), weights<T>(fwd_in),
                           fwd_in[s[Arg::kH0]].data<T>(), data<T>(fwd_in, Arg::kC0),
                           static_cast<const T*>(reserve_.get()), in[0].data<T>(),
-                          in[1].data<T>(), n_out > 2 ? in[2].data<T>() : nullptr, g);
+                          in[1].data<T>(), n_out > 2 ? in[2].data<T>() : nullptr, g,
+                          masks<T>(fwd_in));
   }
 
   // The data of argument a among the inputs (or their gradients), or null if it has none.
@@ -292,6 +319,18 @@ class LayerOp : public CustomStatefulOp {
   fusedrnn::Weights<T> weights(MXTensor* in) const {
     return {data<T>(in, Arg::kWih), data<T>(in, Arg::kWhh), data<T>(in, Arg::kBih),
             data<T>(in, Arg::kBhh), data<T>(in, Arg::kWhr)};
+  }
+
+  template <typename T>
+  fusedrnn::Masks<T> masks(MXTensor* in) const {
+    fusedrnn::Masks<T> m;
+    m.zoneout_h = data<T>(in, Arg::kZoneoutH);
+    m.zoneout_c = data<T>(in, Arg::kZoneoutC);
+    m.zoneout_y = data<T>(in, Arg::kZoneoutY);
+    m.state_mask = data<T>(in, Arg::kStateMask);
+    m.input_gate_masks = data<T>(in, Arg::kInputGateMasks);
+    m.recurrent_gate_masks = data<T>(in, Arg::kRecurrentGateMasks);
+    return m;
   }
 
   fusedrnn::Valid valid() const {

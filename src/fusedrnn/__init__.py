@@ -27,10 +27,12 @@ def _load_operators():
 _load_operators()
 
 from . import nd, sym  # noqa: E402  (need the operators)
-from .cells import GRUCell, LSTMCell, RNNCell  # noqa: E402
+from .cells import (GRUCell, LSTMCell, RNNCell, VariationalDropoutCell,  # noqa: E402
+                    ZoneoutCell)
 from .layers import GRU, LSTM, RNN, choose_unroll  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = ["kernels", "reference", "nd", "sym", "LSTM", "GRU", "RNN", "LSTMCell", "GRUCell",
-           "RNNCell", "choose_unroll", "pad_sequences", "Padded", "BucketSampler", "pad_collate", "ForwardResult",
+           "RNNCell", "ZoneoutCell", "VariationalDropoutCell", "choose_unroll", "pad_sequences",
+           "Padded", "BucketSampler", "pad_collate", "ForwardResult",
            "Gradients"]

@@ -60,14 +60,24 @@ def numpy_mode(x):
     return x.as_np_ndarray() if x is not None and is_np_array() else x
 
 
-def fused_layer(F, x, weights, states, w_hr=None, valid=None, **attrs):
+# The regularisers' masks the operator takes (fusedrnn::Masks), in its order of inputs.
+MASKS = ("zoneout_h", "zoneout_c", "zoneout_y", "state_mask", "input_gate_masks",
+         "recurrent_gate_masks")
+
+
+def fused_layer(F, x, weights, states, w_hr=None, valid=None, masks=None, **attrs):
     """One `_fusedrnn_layer` operator: [y, hy, (cy)]. weights: [w_ih, w_hh, b_ih, b_hh];
     states: [h0] or [h0, c0]; w_hr: the projection or None; valid: lengths [N] or mask [T, N]
-    (integers, not differentiable) or None; attrs: the operator's attributes."""
+    (integers, not differentiable) or None; masks: {name in MASKS: mask} (constants: drawn
+    by the caller, no gradient) or None; attrs: the operator's attributes."""
     inputs = [req_safe(F, a) for a in [x, *weights, *states] +
               ([w_hr] if w_hr is not None else [])]
     if valid is not None:
         inputs.append(valid)
+    for name in MASKS:
+        if masks and masks.get(name) is not None:
+            inputs.append(F.BlockGrad(masks[name]))
+            attrs[f"use_{name}"] = True
     return F._internal._fusedrnn_layer(*inputs, **attrs)
 
 

@@ -17,13 +17,15 @@ import ctypes
 
 from mxnet import autograd, gluon, ndarray, symbol
 from mxnet.base import _LIB, NDArrayHandle
+from mxnet.gluon.contrib.rnn import VariationalDropoutCell as _GluonVariationalDropoutCell
 from mxnet.gluon.parameter import DeferredInitializationError
-from mxnet.gluon.rnn.rnn_cell import _format_sequence, _get_begin_state
+from mxnet.gluon.rnn.rnn_cell import (_format_sequence, _get_begin_state,
+                                      _mask_sequence_variable_length)
 
 from . import _C, _checks
 from ._op import fused_layer
 
-__all__ = ["LSTMCell", "GRUCell", "RNNCell"]
+__all__ = ["LSTMCell", "GRUCell", "RNNCell", "ZoneoutCell", "VariationalDropoutCell"]
 
 _PARAMS = ("i2h_weight", "h2h_weight", "i2h_bias", "h2h_bias")
 
@@ -118,12 +120,24 @@ class _FusedCell:
                 param._finish_deferred_init()
             return {name: getattr(self, name).data(x.context) for name in _PARAMS}
 
+    def _fusable(self):
+        """Whether unroll runs one fused operator (the regularising cells ask)."""
+        return self._fused_mode() is not None
+
     def unroll(self, length, inputs, begin_state=None, layout="NTC", merge_outputs=None,
                valid_length=None):
-        mode = self._fused_mode()
-        if mode is None:
+        if not self._fusable():
             return super().unroll(length, inputs, begin_state=begin_state, layout=layout,
                                   merge_outputs=merge_outputs, valid_length=valid_length)
+        return self._fused_unroll(length, inputs, begin_state, layout, merge_outputs,
+                                  valid_length)
+
+    def _fused_unroll(self, length, inputs, begin_state, layout, merge_outputs, valid_length,
+                      masks=None):
+        """unroll as one fused operator; masks(F, x, states) -> {name: mask} (see
+        _op.MASKS) draws the regularisers' masks from the time-major inputs and the begin
+        states, or masks is None."""
+        mode = self._fused_mode()
         _checks.one_of("layout", layout, ("NTC", "TNC"))
         if isinstance(inputs, ndarray.NDArray) and inputs.ndim != 3:
             raise ValueError(f"inputs must have 3 dimensions ({layout}); got shape "
@@ -153,8 +167,8 @@ class _FusedCell:
             x = F.swapaxes(x, dim1=0, dim2=axis)
         params = self._unroll_params(F, x)
         res = fused_layer(F, x, [params[name] for name in _PARAMS], states, None, valid_length,
-                          mode=mode, reset_after=self._reset_after,
-                          use_lengths=valid_length is not None)
+                          masks(F, x, states) if masks else None, mode=mode,
+                          reset_after=self._reset_after, use_lengths=valid_length is not None)
         outputs = res[0] if axis == 0 else F.swapaxes(res[0], dim1=0, dim2=axis)
         # gluon's unroll, asked for neither, returns a list of steps, or one tensor when it
         # masked padding (valid_length); the same here, so that indexing the result means
@@ -219,3 +233,114 @@ class RNNCell(_FusedCell, gluon.rnn.RNNCell):
 
     def _fused_mode(self):
         return {"tanh": "rnn_tanh", "relu": "rnn_relu"}.get(self._activation)
+
+
+def _fusable(cell):
+    return getattr(cell, "_fusable", lambda: False)()
+
+
+def _draws(F):
+    """Whether to draw masks: in a graph always (its Dropout draws only when it runs in
+    training, and gives ones otherwise), imperatively only in training."""
+    return F is symbol or autograd.is_training()
+
+
+def _last_step(outputs, layout):
+    if isinstance(outputs, (list, tuple)):
+        return outputs[-1]
+    return outputs.slice_axis(axis=layout.find("T"), begin=-1, end=None).squeeze(
+        axis=layout.find("T"))
+
+
+class ZoneoutCell(gluon.rnn.ZoneoutCell):
+    """Drop-in for `mxnet.gluon.rnn.ZoneoutCell(base_cell, zoneout_outputs, zoneout_states)`.
+
+    Around a fused cell (or a fusedrnn.VariationalDropoutCell of one), `unroll` runs one fused
+    operator with the zoneout inside the recurrence: masks [T, N, H] for the output and each
+    state, drawn by MXNet's Dropout (so `mx.random.seed` makes a run reproducible) in training
+    only, as gluon's cell draws them step by step. A step (`cell(x, states)`) and a cell
+    around anything else are gluon's."""
+
+    def _fusable(self):
+        return _fusable(self.base_cell)
+
+    def unroll(self, length, inputs, begin_state=None, layout="NTC", merge_outputs=None,
+               valid_length=None):
+        if not self._fusable():
+            return super().unroll(length, inputs, begin_state=begin_state, layout=layout,
+                                  merge_outputs=merge_outputs, valid_length=valid_length)
+        return self._fused_unroll(length, inputs, begin_state, layout, merge_outputs,
+                                  valid_length)
+
+    def _fused_unroll(self, length, inputs, begin_state, layout, merge_outputs, valid_length,
+                      masks=None):
+        self.reset()
+        p_outputs, p_states = self.zoneout_outputs, self.zoneout_states
+
+        def zoneout(F, x, states):
+            drawn = masks(F, x, states) if masks else {}
+            if _draws(F) and (p_outputs or p_states):
+                # ones [T, N, H] from x [T, N, C] and a state [N, H], in a graph too
+                steps = F.ones_like(F.slice_axis(x, axis=2, begin=0, end=1))
+                like = [F.broadcast_mul(steps, F.expand_dims(F.ones_like(s), axis=0))
+                        for s in states]
+                if p_outputs:
+                    drawn["zoneout_y"] = F.Dropout(like[0], p=p_outputs)
+                if p_states:
+                    for name, ones in zip(("zoneout_h", "zoneout_c"), like):
+                        drawn[name] = F.Dropout(ones, p=p_states)
+            return drawn
+
+        outputs, states = self.base_cell._fused_unroll(length, inputs, begin_state, layout,
+                                                       merge_outputs, valid_length, zoneout)
+        # A step taken next, without reset, goes on from this output, as after gluon's unroll.
+        self._prev_output = _last_step(outputs, layout)
+        return outputs, states
+
+
+class VariationalDropoutCell(_GluonVariationalDropoutCell):
+    """Drop-in for `mxnet.gluon.contrib.rnn.VariationalDropoutCell(base_cell, drop_inputs,
+    drop_states, drop_outputs)`.
+
+    Around a fused cell, `unroll` with `drop_states` runs one fused operator, the state mask
+    [N, H] inside the recurrence (gluon's cell steps one operator at a time for it); the
+    input and output masks, the same at every step, multiply the whole sequence, as gluon's
+    unroll does without drop_states. Masks are drawn by MXNet's Dropout in training only. A
+    step and a cell around anything else are gluon's."""
+
+    def _fusable(self):
+        return _fusable(self.base_cell)
+
+    def unroll(self, length, inputs, begin_state=None, layout="NTC", merge_outputs=None,
+               valid_length=None):
+        if not self.drop_states or not self._fusable():
+            return super().unroll(length, inputs, begin_state, layout, merge_outputs,
+                                  valid_length=valid_length)
+        return self._fused_unroll(length, inputs, begin_state, layout, merge_outputs,
+                                  valid_length)
+
+    def _fused_unroll(self, length, inputs, begin_state, layout, merge_outputs, valid_length,
+                      masks=None):
+        self.reset()
+        inputs, axis, F, _ = _format_sequence(length, inputs, layout, True)
+        if self.drop_inputs:
+            inputs = F.Dropout(inputs, p=self.drop_inputs, axes=(axis,))
+        p_states = self.drop_states
+
+        def variational(F, x, states):
+            drawn = masks(F, x, states) if masks else {}
+            if _draws(F) and p_states:
+                drawn["state_mask"] = F.Dropout(F.ones_like(states[0]), p=p_states)
+            return drawn
+
+        outputs, states = self.base_cell._fused_unroll(length, inputs, begin_state, layout,
+                                                       True, valid_length, variational)
+        if self.drop_outputs:
+            outputs = F.Dropout(outputs, p=self.drop_outputs, axes=(axis,))
+        if merge_outputs is None:  # as gluon's: the base cell's outputs came merged
+            merge_outputs = True
+        outputs, _, _, _ = _format_sequence(length, outputs, layout, merge_outputs)
+        if valid_length is not None:
+            outputs = _mask_sequence_variable_length(F, outputs, length, valid_length, axis,
+                                                     merge_outputs)
+        return outputs, states
