@@ -226,3 +226,172 @@ def test_reference_refuses_bad_masks():
         reference.forward(mode, **problem, zoneout_c=np.ones((4, 3, 5)))
     with pytest.raises(ValueError, match="recurrent_gate_masks must have shape"):
         reference.forward(mode, **problem, recurrent_gate_masks=np.ones((4, 3, 5)))
+
+
+# ------------------------------------------------------------------------------------------
+# The kernels against the reference
+# ------------------------------------------------------------------------------------------
+
+def positions_for(kind, T, N, seed):
+    """Lengths (with 0, 1 and T) or a Keras mask with holes, as forward() options."""
+    if kind == "full":
+        return {}
+    if kind == "lengths":
+        rng = np.random.default_rng(seed)
+        lengths = rng.integers(0, T + 1, size=N)
+        lengths[:3] = [T, 0, 1][:N]
+        return {"lengths": lengths}
+    return {"mask": holes_mask(T, N, seed)}
+
+
+def compare(variant, T, N, C, H, masks, valid="full", reverse=False, dtype=np.float64, seed=0,
+            proj=None):
+    mode, problem, options = setup(variant, T, N, C, H, seed=seed, masks=masks,
+                                   mask_seed=seed + 1)
+    if proj is not None:
+        problem = make_problem(mode, T, N, C, H, proj=proj, seed=seed)
+        options.update(draw_masks(mode, problem, masks, seed=seed + 1))
+    where = positions_for(valid, T, N, seed)
+    problem["lengths"] = where.get("lengths")
+    if "mask" in where:
+        options["mask"] = where["mask"]
+    options["reverse"] = reverse
+    if "clip_min" in options:
+        try:
+            options.update(zip(("clip_min", "clip_max"), choose_clip_bounds(problem, **options)))
+        except AssertionError:  # too few cells to clip some and not others
+            options.update(clip_min=-0.05, clip_max=0.05)
+    upstream = make_upstream(mode, problem, seed=seed + 2)
+    ref_fwd, ref_grads = run_reference(mode, problem, upstream, **options)
+    cast = {k: v if v is None or k in ("lengths",) else np.asarray(v).astype(dtype)
+            for k, v in problem.items()}
+    opts = {k: v.astype(dtype) if k in reference.REGULARISERS else v for k, v in options.items()}
+    up = {k: None if v is None else v.astype(dtype) for k, v in upstream.items()}
+    fwd, grads = run_kernels(mode, cast, up, **opts)
+    tol = dict(rtol=1e-9, atol=1e-11) if dtype == np.float64 else dict(rtol=3e-4, atol=3e-5)
+    assert fwd.y.dtype == dtype and grads.dw_ih.dtype == dtype
+    assert_results_close(fwd, ref_fwd, what="forward", **tol)
+    assert_results_close(grads, ref_grads, what="backward", **tol)
+    inference = kernels.forward(mode, **cast, **opts)
+    assert inference.reserve is None
+    assert_results_close(inference, fwd, what="inference vs training", rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("valid", ["full", "lengths", "holes"])
+@pytest.mark.parametrize("mechanism", list(MECHANISMS))
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_kernels_match_reference(variant, mechanism, valid, reverse, dtype):
+    compare(variant, 7, 4, 5, 9, MECHANISMS[mechanism], valid, reverse, dtype, seed=3)
+
+
+@pytest.mark.parametrize("size", [(1, 1, 1, 1), (2, 3, 5, 4), (1, 5, 3, 17), (9, 2, 17, 33)],
+                         ids=lambda s: "T%dN%dC%dH%d" % s)
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_kernels_match_reference_odd_sizes(variant, size):
+    compare(variant, *size, MECHANISMS["all"], "lengths", reverse=True, seed=sum(size))
+
+
+@pytest.mark.parametrize("mechanism", ["zoneout", "state", "gates", "all"])
+@pytest.mark.parametrize("variant", ["lstm", "lstm_proj", "gru", "gru_reset_before",
+                                     "rnn_relu"])
+def test_kernels_match_reference_two_threads(variant, mechanism, two_threads):
+    """Sizes at which the step products and the products over all steps split across two
+    threads (H not a multiple of the vector width)."""
+    compare(variant, 12, 40, 60, 70, MECHANISMS[mechanism], "lengths", reverse=True, seed=8,
+            proj=37 if variant == "lstm_proj" else None)
+
+
+@pytest.mark.parametrize("variant", ["lstm", "lstm_proj", "gru", "rnn_tanh"])
+def test_kernels_finite_differences(variant):
+    mode, problem, options = setup(variant, 5, 3, 4, 5, lengths=[5, 2, 4], seed=4,
+                                   masks=MECHANISMS["all"])
+    upstream = make_upstream(mode, problem, seed=5)
+    _, grads = run_kernels(mode, problem, upstream, **options)
+
+    def forward_fn(mode, **kw):
+        return kernels.forward(mode, **kw)
+
+    fd_check(mode, problem, grads, **upstream, forward_fn=forward_fn, n_coords=4, **options)
+
+
+def test_kernels_without_masks_run_the_plain_code():
+    """No mask (or all None) is the plain call, bit for bit, with the plain reserve."""
+    mode, problem, _ = setup("lstm", 6, 5, 4, 7, dtype=np.float32, lengths="random")
+    plain = kernels.forward(mode, **problem, training=True)
+    nones = kernels.forward(mode, **problem, training=True,
+                            **{k: None for k in kernels.REGULARISERS})
+    assert nones.reserve.shape == (kernels.reserve_size(mode, 6, 5, 4, 7),)
+    for a, b in zip(plain[:3], nones[:3]):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_kernels_zoneout_all_zero_keeps_everything():
+    mode, problem, _ = setup("lstm_proj", 5, 3, 4, 6)
+    T, N, _ = problem["x"].shape
+    P, H = problem["h0"].shape[1], problem["c0"].shape[1]
+    fwd = kernels.forward(mode, **problem, zoneout_h=np.zeros((T, N, P)),
+                          zoneout_c=np.zeros((T, N, H)), zoneout_y=np.zeros((T, N, P)),
+                          training=True)
+    np.testing.assert_array_equal(fwd.hy, problem["h0"])
+    np.testing.assert_array_equal(fwd.cy, problem["c0"])
+    assert not fwd.y.any()
+    assert fwd.reserve.shape == (kernels.reserve_size(mode, 5, 3, 4, 6, 3, with_masks=True),)
+
+
+def test_kernels_portable_build_matches_reference():
+    """The non-AVX-512 code, forced in a subprocess, gives the reference's numbers too."""
+    import os
+    import pathlib
+    import subprocess
+    import sys
+    import textwrap
+    script = textwrap.dedent("""
+        import numpy as np, sys
+        sys.path.insert(0, %r)
+        from fusedrnn import kernels
+        from test_regularisers import compare, MECHANISMS, VARIANTS
+        assert kernels.instruction_set() == "base", kernels.instruction_set()
+        for variant in VARIANTS:
+            for dtype in (np.float32, np.float64):
+                compare(variant, 6, 21, 5, 19, MECHANISMS["all"], "holes", True, dtype)
+        print("ok")
+    """) % str(pathlib.Path(__file__).parent)
+    env = dict(os.environ, FUSEDRNN_DISABLE_AVX512="1")
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-3000:]
+
+
+@pytest.mark.parametrize("mode,name,shape,pattern", [
+    ("lstm", "zoneout_h", (4, 3, 5), r"zoneout_h has shape \(4, 3, 5\); expected \(4, 3, 6\)"),
+    ("lstm", "zoneout_c", (3, 6), r"zoneout_c has shape \(3, 6\); expected \(4, 3, 6\)"),
+    ("gru", "zoneout_c", (4, 3, 6), "zoneout_c is only for mode 'lstm'"),
+    ("lstm", "zoneout_y", (4, 2, 6), r"zoneout_y has shape \(4, 2, 6\)"),
+    ("lstm", "state_mask", (3, 5), r"state_mask has shape \(3, 5\); expected \(3, 6\)"),
+    ("gru", "input_gate_masks", (4, 3, 5),
+     r"input_gate_masks has shape \(4, 3, 5\); expected \(3, 3, 5\)"),
+    ("rnn_tanh", "recurrent_gate_masks", (1, 3, 5),
+     r"recurrent_gate_masks has shape \(1, 3, 5\); expected \(1, 3, 6\)"),
+])
+def test_kernels_refuse_bad_mask_shapes(mode, name, shape, pattern):
+    problem = make_problem(mode, 4, 3, 5, 6, dtype=np.float32)
+    with pytest.raises(ValueError, match=pattern):
+        kernels.forward(mode, **problem, **{name: np.ones(shape, np.float32)})
+    fwd = kernels.forward(mode, **problem, training=True)
+    args, kwargs = backward_args(problem)
+    with pytest.raises(ValueError, match=pattern):
+        kernels.backward(mode, *args, fwd.reserve, **kwargs,
+                         **{name: np.ones(shape, np.float32)})
+
+
+def test_kernels_refuse_mask_dtype_and_plain_reserve():
+    problem = make_problem("lstm", 4, 3, 5, 6, dtype=np.float32)
+    with pytest.raises(TypeError, match="state_mask has dtype float64"):
+        kernels.forward("lstm", **problem, state_mask=np.ones((3, 6)))
+    plain = kernels.forward("lstm", **problem, training=True)
+    args, kwargs = backward_args(problem)
+    with pytest.raises(ValueError, match="reserve has shape"):
+        kernels.backward("lstm", *args, plain.reserve, **kwargs,
+                         state_mask=np.ones((3, 6), np.float32))
