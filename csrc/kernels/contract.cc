@@ -123,7 +123,12 @@ Shape expected_shape(const RnnDesc& d, Arg a) {
     case Arg::kY: return {T, N, P};
     case Arg::kLengths: return {N};
     case Arg::kMask: return {T, N};
-    default: return {N, T};  // kPositions
+    case Arg::kPositions: return {N, T};
+    case Arg::kZoneoutH: case Arg::kZoneoutY: return {T, N, P};
+    case Arg::kZoneoutC: return {T, N, H};
+    case Arg::kStateMask: return {N, P};
+    case Arg::kInputGateMasks: return {gate_count(d.mode), N, C};
+    default: return {gate_count(d.mode), N, P};  // kRecurrentGateMasks
   }
 }
 
@@ -133,6 +138,9 @@ void check_shape(const char* name, const Shape& got, const Shape& expected, bool
 }
 
 void check_shape(const RnnDesc& d, Arg a, const Shape& got, const ArgNames& names) {
+  require(a != Arg::kZoneoutC || d.mode == Mode::kLstm,
+          std::string(names[a]) + " is only for mode 'lstm' (the other modes have no cell "
+                                  "state)");
   const Shape want = expected_shape(d, a);
   if (a == Arg::kWih && got.size() == 2 && got[0] == want[0] && got[1] != want[1]) {
     throw InvalidArgument(std::string(names[Arg::kX]) + " has " + str(d.input_size) +

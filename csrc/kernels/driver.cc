@@ -9,7 +9,8 @@
 
 namespace fusedrnn {
 
-size_t reserve_size(const RnnDesc& d) {
+size_t reserve_size(const RnnDesc& d, bool with_masks) {
+  if (with_masks) return detail::base::regularised_reserve_size(d);
   const size_t rows = static_cast<size_t>(d.steps) * static_cast<size_t>(d.batch);
   size_t n = rows * static_cast<size_t>(d.out_size());
   switch (d.mode) {
@@ -207,12 +208,63 @@ void backward(const RnnDesc& d, const Valid& valid, const T* x, const Weights<T>
   if (lstm && g.dc0 != nullptr) detail::scatter_state(plan, dc, H, g.dc0);
 }
 
+namespace {
+
+template <typename T>
+void validate_masks(const RnnDesc& d, const Masks<T>& masks) {
+  if (masks.zoneout_c != nullptr && d.mode != Mode::kLstm)
+    throw InvalidArgument("zoneout_c is only for mode 'lstm'");
+}
+
+}  // namespace
+
+// With masks, the regularised path (regularised.cc) runs the whole call; without, the
+// families do, exactly as in the overloads above.
+template <typename T>
+void forward(const RnnDesc& d, const Valid& valid, const T* x, const Weights<T>& w,
+             const T* h0, const T* c0, T* y, T* hy, T* cy, T* reserve, const Masks<T>& masks) {
+  if (!masks.any()) return forward(d, valid, x, w, h0, c0, y, hy, cy, reserve);
+  validate(d, valid);
+  validate_masks(d, masks);
+  const detail::FlushDenormals flush;
+  const Plan plan(d, valid);
+  const detail::RegFwdArgs<T> args{d, plan, x, w, h0, c0, masks, y, hy, cy, reserve};
+  if (detail::use_avx512()) {
+    detail::avx512::regularised_forward(args);
+  } else {
+    detail::base::regularised_forward(args);
+  }
+}
+
+template <typename T>
+void backward(const RnnDesc& d, const Valid& valid, const T* x, const Weights<T>& w,
+              const T* h0, const T* c0, const T* reserve, const T* dy, const T* dhy,
+              const T* dcy, const Grads<T>& g, const Masks<T>& masks) {
+  if (!masks.any()) return backward(d, valid, x, w, h0, c0, reserve, dy, dhy, dcy, g);
+  validate(d, valid);
+  validate_masks(d, masks);
+  if (reserve == nullptr) throw InvalidArgument("reserve is required for backward");
+  const detail::FlushDenormals flush;
+  const Plan plan(d, valid);
+  const detail::RegBwdArgs<T> args{d, plan, x, w, h0, c0, masks, reserve, dy, dhy, dcy, g};
+  if (detail::use_avx512()) {
+    detail::avx512::regularised_backward(args);
+  } else {
+    detail::base::regularised_backward(args);
+  }
+}
+
 #define FUSEDRNN_INSTANTIATE(T)                                                              \
   template void forward<T>(const RnnDesc&, const Valid&, const T*, const Weights<T>&,        \
                            const T*, const T*, T*, T*, T*, T*);                              \
+  template void forward<T>(const RnnDesc&, const Valid&, const T*, const Weights<T>&,        \
+                           const T*, const T*, T*, T*, T*, T*, const Masks<T>&);             \
   template void backward<T>(const RnnDesc&, const Valid&, const T*, const Weights<T>&,       \
                             const T*, const T*, const T*, const T*, const T*, const T*,      \
-                            const Grads<T>&);
+                            const Grads<T>&);                                                \
+  template void backward<T>(const RnnDesc&, const Valid&, const T*, const Weights<T>&,       \
+                            const T*, const T*, const T*, const T*, const T*, const T*,      \
+                            const Grads<T>&, const Masks<T>&);
 FUSEDRNN_INSTANTIATE(float)
 FUSEDRNN_INSTANTIATE(double)
 #undef FUSEDRNN_INSTANTIATE

@@ -42,6 +42,38 @@ struct BwdArgs {
   T* dw_hr;         // LSTM projection, may be null
 };
 
+// A call with masks (regularised.cc): the whole call in the caller's layout, packed there.
+template <typename T>
+struct RegFwdArgs {
+  const RnnDesc& desc;
+  const Plan& plan;
+  const T* x;
+  Weights<T> w;
+  const T* h0;
+  const T* c0;
+  const Masks<T>& masks;
+  T* y;
+  T* hy;
+  T* cy;
+  T* reserve;       // reserve_size(desc, true) elements, or null for inference
+};
+
+template <typename T>
+struct RegBwdArgs {
+  const RnnDesc& desc;
+  const Plan& plan;
+  const T* x;
+  Weights<T> w;
+  const T* h0;
+  const T* c0;
+  const Masks<T>& masks;
+  const T* reserve;
+  const T* dy;
+  const T* dhy;
+  const T* dcy;
+  const Grads<T>& grads;
+};
+
 // Each family is compiled once per instruction set (see simd.h); the driver picks one.
 #define FUSEDRNN_DECLARE_FAMILIES(isa)                                     \
   namespace isa {                                                          \
@@ -54,6 +86,9 @@ struct BwdArgs {
   template <typename T> void lstm_backward(const BwdArgs<T>& a);           \
   template <typename T> void gru_backward(const BwdArgs<T>& a);            \
   template <typename T> void rnn_backward(const BwdArgs<T>& a);            \
+  size_t regularised_reserve_size(const RnnDesc& desc);                    \
+  template <typename T> void regularised_forward(const RegFwdArgs<T>& a);  \
+  template <typename T> void regularised_backward(const RegBwdArgs<T>& a); \
   /* dx [rows, C] = dg [rows, GH] @ w_ih [GH, C] */                        \
   template <typename T>                                                    \
   void input_gradient(int64_t rows, int64_t GH, int64_t C, const T* dg,    \

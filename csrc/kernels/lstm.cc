@@ -18,21 +18,6 @@ size_t lstm_reserve_size(const RnnDesc& d) {
 
 namespace {
 
-template <typename T>
-struct Clip {
-  bool on;
-  T lo, hi;
-  bool nan_to_lo;
-  explicit Clip(const RnnDesc& d)
-      : on(d.clip), lo(T(d.clip_min)), hi(T(d.clip_max)), nan_to_lo(d.clip_nan) {}
-  // NaN fails both comparisons and so passes through unless nan_to_lo.
-  Vec<T> apply(Vec<T> c) const {
-    c = c < lo ? splat(lo) : c;
-    c = c > hi ? splat(hi) : c;
-    return nan_to_lo ? (c != c ? splat(lo) : c) : c;
-  }
-};
-
 // The cell update for units [j, j + m) of one row, from the product acc (i f g o), plus the
 // row gx of the input projection (pre-activations without bias) unless acc includes it. With
 // act, the activations go there for backward.

@@ -161,6 +161,22 @@ struct GateAct {
   }
 };
 
+// LSTM cell clipping (RnnDesc::clip), for the LSTM family and the regularised path.
+template <typename T>
+struct Clip {
+  bool on;
+  T lo, hi;
+  bool nan_to_lo;
+  explicit Clip(const RnnDesc& d)
+      : on(d.clip), lo(T(d.clip_min)), hi(T(d.clip_max)), nan_to_lo(d.clip_nan) {}
+  // NaN fails both comparisons and so passes through unless nan_to_lo.
+  Vec<T> apply(Vec<T> c) const {
+    c = c < lo ? splat(lo) : c;
+    c = c > hi ? splat(hi) : c;
+    return nan_to_lo ? (c != c ? splat(lo) : c) : c;
+  }
+};
+
 }  // namespace FUSEDRNN_ISA
 }  // namespace detail
 }  // namespace fusedrnn

@@ -12,6 +12,7 @@
 #include <optional>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "block_cache.h"
@@ -109,8 +110,8 @@ T* mutable_or_null(std::optional<py::array_t<T>>& a) {
   return a ? a->mutable_data() : nullptr;
 }
 
-int64_t reserve_elements(const RnnDesc& d) {
-  return static_cast<int64_t>(fusedrnn::reserve_size(d));
+int64_t reserve_elements(const RnnDesc& d, bool with_masks) {
+  return static_cast<int64_t>(fusedrnn::reserve_size(d, with_masks));
 }
 
 py::object or_none(const std::optional<py::array>& a) { return a ? py::object(*a) : py::none(); }
@@ -143,6 +144,23 @@ struct Call {
     if (lstm() && obj.is_none()) throw py::value_error("c0 is required for mode 'lstm'");
     if (!lstm() && !obj.is_none()) throw py::value_error("c0 is only for mode 'lstm'");
     return optional_arg<T>(Arg::kC0, obj);
+  }
+  // The masks given by name in `given` (None or absent: off), checked like every argument.
+  template <typename T>
+  fusedrnn::Masks<T> masks(const py::dict& given, std::vector<py::object>* keep) const {
+    fusedrnn::Masks<T> m;
+    const std::pair<Arg, const T**> slots[] = {
+        {Arg::kZoneoutH, &m.zoneout_h},   {Arg::kZoneoutC, &m.zoneout_c},
+        {Arg::kZoneoutY, &m.zoneout_y},   {Arg::kStateMask, &m.state_mask},
+        {Arg::kInputGateMasks, &m.input_gate_masks},
+        {Arg::kRecurrentGateMasks, &m.recurrent_gate_masks}};
+    for (const auto& [a, ptr] : slots) {
+      if (!given.contains(kNames[a]) || given[kNames[a]].is_none()) continue;
+      py::array_t<T> arr = arg<T>(a, given[kNames[a]]);
+      keep->push_back(arr);
+      *ptr = arr.data();
+    }
+    return m;
   }
   template <typename T>
   fusedrnn::Weights<T> weights(const py::handle& w_ih, const py::handle& w_hh,
@@ -195,7 +213,7 @@ py::tuple forward_impl(const std::string& mode, const py::array& x_in, const py:
                        const py::handle& lengths, const py::handle& positions, bool carry,
                        bool reverse, bool reset_after, const py::handle& clip_min,
                        const py::handle& clip_max, bool clip_nan, bool training,
-                       const std::string& gate_activation) {
+                       const std::string& gate_activation, const py::dict& mask_args) {
   const Call c = describe(mode, x_in, w_ih, w_hr, lengths, positions, carry, reverse,
                           reset_after, clip_min, clip_max, clip_nan, gate_activation);
   const RnnDesc& d = c.desc;
@@ -204,12 +222,13 @@ py::tuple forward_impl(const std::string& mode, const py::array& x_in, const py:
   const fusedrnn::Weights<T> w = c.weights<T>(w_ih, w_hh, b_ih, b_hh, w_hr, &keep);
   auto h0 = c.arg<T>(Arg::kH0, h0_in);
   auto c0 = c.c0<T>(c0_in);
+  const fusedrnn::Masks<T> masks = c.masks<T>(mask_args, &keep);
 
   auto y = new_array<T>("y", expected_shape(d, Arg::kY));
   auto hy = new_array<T>("hy", expected_shape(d, Arg::kH0));
   std::optional<py::array_t<T>> cy, reserve;
   if (c.lstm()) cy = new_array<T>("cy", expected_shape(d, Arg::kC0));
-  if (training) reserve = new_array<T>("reserve", {reserve_elements(d)});
+  if (training) reserve = new_array<T>("reserve", {reserve_elements(d, masks.any())});
   T* y_ptr = y.mutable_data();
   T* hy_ptr = hy.mutable_data();
   T* cy_ptr = mutable_or_null(cy);
@@ -217,7 +236,7 @@ py::tuple forward_impl(const std::string& mode, const py::array& x_in, const py:
   {
     py::gil_scoped_release release;
     fusedrnn::forward<T>(d, c.valid(), x.data(), w, h0.data(), data_or_null(c0), y_ptr, hy_ptr,
-                         cy_ptr, reserve_ptr);
+                         cy_ptr, reserve_ptr, masks);
   }
   return py::make_tuple(y, hy, or_none(cy), or_none(reserve));
 }
@@ -231,7 +250,7 @@ py::tuple backward_impl(const std::string& mode, const py::array& x_in, const py
                         const py::handle& w_hr, const py::handle& lengths,
                         const py::handle& positions, bool carry, bool reverse, bool reset_after,
                         const py::handle& clip_min, const py::handle& clip_max, bool clip_nan,
-                        const std::string& gate_activation) {
+                        const std::string& gate_activation, const py::dict& mask_args) {
   const Call c = describe(mode, x_in, w_ih, w_hr, lengths, positions, carry, reverse,
                           reset_after, clip_min, clip_max, clip_nan, gate_activation);
   const RnnDesc& d = c.desc;
@@ -240,9 +259,10 @@ py::tuple backward_impl(const std::string& mode, const py::array& x_in, const py
   const fusedrnn::Weights<T> w = c.weights<T>(w_ih, w_hh, b_ih, b_hh, w_hr, &keep);
   auto h0 = c.arg<T>(Arg::kH0, h0_in);
   auto c0 = c.c0<T>(c0_in);
+  const fusedrnn::Masks<T> masks = c.masks<T>(mask_args, &keep);
   if (reserve_in.is_none())
     throw py::value_error("reserve is required: run forward with training=True first");
-  auto reserve = expect<T>(reserve_in, "reserve", {reserve_elements(d)});
+  auto reserve = expect<T>(reserve_in, "reserve", {reserve_elements(d, masks.any())});
   // The upstream gradients have the shapes of y, hy and cy.
   std::optional<py::array_t<T>> dy, dhy, dcy;
   if (!dy_in.is_none()) dy = expect<T>(dy_in, "dy", expected_shape(d, Arg::kY));
@@ -272,7 +292,7 @@ py::tuple backward_impl(const std::string& mode, const py::array& x_in, const py
   {
     py::gil_scoped_release release;
     fusedrnn::backward<T>(d, c.valid(), x.data(), w, h0.data(), data_or_null(c0), reserve.data(),
-                          data_or_null(dy), data_or_null(dhy), data_or_null(dcy), g);
+                          data_or_null(dy), data_or_null(dhy), data_or_null(dcy), g, masks);
   }
   return py::make_tuple(dx, dw_ih, dw_hh, db_ih, db_hh, dh0, or_none(dc0), or_none(dw_hr));
 }
@@ -332,16 +352,18 @@ PYBIND11_MODULE(_C, m) {
          const py::handle& h0, const py::handle& c0, const py::handle& w_hr,
          const py::handle& lengths, const py::handle& positions, bool carry, bool reverse,
          bool reset_after, const py::handle& clip_min, const py::handle& clip_max, bool clip_nan,
-         bool training, const std::string& gate_activation) {
+         bool training, const std::string& gate_activation, const py::dict& masks) {
         const py::array xa = as_array(x);
         auto f = is_float64(xa) ? forward_impl<double> : forward_impl<float>;
         return f(mode, xa, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr, lengths, positions, carry,
-                 reverse, reset_after, clip_min, clip_max, clip_nan, training, gate_activation);
+                 reverse, reset_after, clip_min, clip_max, clip_nan, training, gate_activation,
+                 masks);
       },
       py::arg("mode"), py::arg("x"), py::arg("w_ih"), py::arg("w_hh"), py::arg("b_ih"),
       py::arg("b_hh"), py::arg("h0"), py::arg("c0"), py::arg("w_hr"), py::arg("lengths"),
       py::arg("positions"), py::arg("carry"), py::arg("reverse"), py::arg("reset_after"), py::arg("clip_min"), py::arg("clip_max"),
-      py::arg("clip_nan"), py::arg("training"), py::arg("gate_activation") = "sigmoid");
+      py::arg("clip_nan"), py::arg("training"), py::arg("gate_activation") = "sigmoid",
+      py::arg("masks") = py::dict());
 
   m.def(
       "backward",
@@ -351,28 +373,30 @@ PYBIND11_MODULE(_C, m) {
          const py::handle& dy, const py::handle& dhy, const py::handle& dcy,
          const py::handle& w_hr, const py::handle& lengths, const py::handle& positions,
          bool carry, bool reverse, bool reset_after, const py::handle& clip_min,
-         const py::handle& clip_max, bool clip_nan, const std::string& gate_activation) {
+         const py::handle& clip_max, bool clip_nan, const std::string& gate_activation,
+         const py::dict& masks) {
         const py::array xa = as_array(x);
         auto f = is_float64(xa) ? backward_impl<double> : backward_impl<float>;
         return f(mode, xa, w_ih, w_hh, b_ih, b_hh, h0, c0, reserve, dy, dhy, dcy, w_hr, lengths,
                  positions, carry, reverse, reset_after, clip_min, clip_max, clip_nan,
-                 gate_activation);
+                 gate_activation, masks);
       },
       py::arg("mode"), py::arg("x"), py::arg("w_ih"), py::arg("w_hh"), py::arg("b_ih"),
       py::arg("b_hh"), py::arg("h0"), py::arg("c0"), py::arg("reserve"), py::arg("dy"),
       py::arg("dhy"), py::arg("dcy"), py::arg("w_hr"), py::arg("lengths"),
       py::arg("positions"), py::arg("carry"), py::arg("reverse"),
       py::arg("reset_after"), py::arg("clip_min"), py::arg("clip_max"), py::arg("clip_nan"),
-      py::arg("gate_activation") = "sigmoid");
+      py::arg("gate_activation") = "sigmoid", py::arg("masks") = py::dict());
 
   m.def("reserve_size", [](const std::string& mode, int64_t T, int64_t N, int64_t C, int64_t H,
-                           int64_t P) {
+                           int64_t P, bool with_masks) {
     RnnDesc d;
     d.mode = fusedrnn::parse_mode(mode);
     d.steps = T; d.batch = N; d.input_size = C; d.hidden_size = H; d.proj_size = P;
     fusedrnn::validate(d, nullptr);
-    return fusedrnn::reserve_size(d);
-  }, py::arg("mode"), py::arg("T"), py::arg("N"), py::arg("C"), py::arg("H"), py::arg("P") = 0);
+    return fusedrnn::reserve_size(d, with_masks);
+  }, py::arg("mode"), py::arg("T"), py::arg("N"), py::arg("C"), py::arg("H"), py::arg("P") = 0,
+     py::arg("with_masks") = false);
   m.def("_lengths_as_int32", &lengths_as_int32, py::arg("values"), py::arg("T"));
   m.def("_mask_as_valid", &mask_as_valid, py::arg("mask"));
   m.def("set_num_threads", &fusedrnn::set_num_threads, py::arg("n"));

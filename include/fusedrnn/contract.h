@@ -30,15 +30,20 @@ std::string shape_str(const Shape& shape, bool numpy_1d = true);
 
 // The arguments of a call, in the kernels' order. kY is the output y (and so dy); hy, dhy
 // have h0's shape, cy, dcy c0's. kMask is the MXNet operator's [T, N] mask, kPositions
-// Valid::positions [N, T].
-enum class Arg { kX, kWih, kWhh, kBih, kBhh, kH0, kC0, kWhr, kY, kLengths, kMask, kPositions };
+// Valid::positions [N, T]. The last six are rnn.h's Masks (kZoneoutC: LSTM only).
+enum class Arg {
+  kX, kWih, kWhh, kBih, kBhh, kH0, kC0, kWhr, kY, kLengths, kMask, kPositions,
+  kZoneoutH, kZoneoutC, kZoneoutY, kStateMask, kInputGateMasks, kRecurrentGateMasks
+};
 
 // How a binding speaks of the arguments: their names (the kernels' by default), and whether a
 // 1-d shape is written "(3,)" (NumPy) or "(3)" (the MXNet operator's messages, which tests
 // match).
 struct ArgNames {
-  std::array<const char*, 12> names = {"x",  "w_ih", "w_hh", "b_ih", "b_hh",    "h0",
-                                       "c0", "w_hr", "y",    "lengths", "mask", "positions"};
+  std::array<const char*, 18> names = {"x",  "w_ih", "w_hh", "b_ih", "b_hh",    "h0",
+                                       "c0", "w_hr", "y",    "lengths", "mask", "positions",
+                                       "zoneout_h", "zoneout_c", "zoneout_y", "state_mask",
+                                       "input_gate_masks", "recurrent_gate_masks"};
   bool numpy_1d = true;
   const char* operator[](Arg a) const { return names[static_cast<size_t>(a)]; }
 };
@@ -49,13 +54,15 @@ struct ArgNames {
 RnnDesc describe(const RnnDesc& options, const Shape& x, const Shape& w_ih, const Shape* w_hr,
                  const ArgNames& names = {});
 
-// The shape argument a must have in a call of these sizes (any mode: c0, w_hr for LSTM only).
+// The shape argument a must have in a call of these sizes (any mode: c0, w_hr, zoneout_c for
+// LSTM only).
 Shape expected_shape(const RnnDesc& desc, Arg a);
 
 // Throws "<name> has shape (..); expected (..)" unless got is expected_shape(desc, a). When
 // w_ih differs only in its columns the message names x first: describe() took the input size
 // from x, and an input of the wrong size is the likelier mistake than weights of the wrong
-// size (a layer built for C = 4 called on C = 5).
+// size (a layer built for C = 4 called on C = 5). zoneout_c outside mode 'lstm' throws
+// whatever its shape.
 void check_shape(const RnnDesc& desc, Arg a, const Shape& got, const ArgNames& names = {});
 void check_shape(const char* name, const Shape& got, const Shape& expected, bool numpy_1d = true);
 

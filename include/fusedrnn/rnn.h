@@ -74,7 +74,8 @@ struct Valid {
 void validate(const RnnDesc& desc, const Valid& valid);
 
 // Elements of the dtype that a training forward stores for backward (worst case: lengths T).
-size_t reserve_size(const RnnDesc& desc);
+// with_masks: for a call with masks (Masks::any()), which keeps more.
+size_t reserve_size(const RnnDesc& desc, bool with_masks = false);
 
 template <typename T>
 struct Weights {
@@ -98,6 +99,39 @@ struct Grads {
   T* dc0 = nullptr;
 };
 
+// Regularisers inside the recurrence, as masks the caller draws (so runs are reproducible);
+// each may be null (off), all null is the plain layer, which then runs its usual code. Masks
+// are read only where a sample runs (Valid); "step t" below is a time position, so with
+// reverse a sample reads each mask at the position it is at.
+//   Zoneout (gluon.rnn.ZoneoutCell): with h', c' the cell's new state and y' = h' its output,
+//     h_t = zoneout_h[t] != 0 ? h' : h_{t-1}      c_t = zoneout_c[t] != 0 ? c' : c_{t-1}
+//     y_t = zoneout_y[t] != 0 ? y' : y_prev       (y_prev: the sample's previous step's y_t,
+//   0 before its first). Without zoneout_y, y_t = h'. Only "!= 0" counts (gluon's masks are
+//   0 or 1/(1-p)).
+//   state_mask (gluon.contrib.rnn.VariationalDropoutCell's drop_states): the cell sees
+//     h_{t-1} * state_mask wherever it uses h_{t-1} (recurrent products, GRU's z * h); the
+//     state carried on is the cell's new h; c is never masked. Zoneout keeps the unmasked
+//     h_{t-1} (ZoneoutCell around VariationalDropoutCell).
+//   input_gate_masks / recurrent_gate_masks (Keras' dropout / recurrent_dropout,
+//     implementation=1, in this header's gate order): gate g's pre-activation terms are
+//     (x_t * input_gate_masks[g]) W_ih[g]^T and (h * recurrent_gate_masks[g]) W_hh[g]^T, h
+//     what the cell sees; GRU reset before: (r * h * recurrent_gate_masks[2]) W_hn^T. GRU's
+//     blend z * h uses h without the gate mask.
+template <typename T>
+struct Masks {
+  const T* zoneout_h = nullptr;             // [T, N, P]
+  const T* zoneout_c = nullptr;             // [T, N, H] (LSTM)
+  const T* zoneout_y = nullptr;             // [T, N, P]
+  const T* state_mask = nullptr;            // [N, P]
+  const T* input_gate_masks = nullptr;      // [G, N, C]
+  const T* recurrent_gate_masks = nullptr;  // [G, N, P]
+
+  bool any() const {
+    return zoneout_h || zoneout_c || zoneout_y || state_mask || input_gate_masks ||
+           recurrent_gate_masks;
+  }
+};
+
 // valid: the positions each sample runs (see Valid). Sample n runs exactly lengths[n] steps:
 // hy/cy hold the state after its last one (h0/c0 for length 0), y at the positions it skips
 // is 0 or carried (Valid::carry), and no work is spent on them. reserve: reserve_size(desc)
@@ -105,6 +139,10 @@ struct Grads {
 template <typename T>
 void forward(const RnnDesc& desc, const Valid& valid, const T* x, const Weights<T>& w,
              const T* h0, const T* c0, T* y, T* hy, T* cy, T* reserve);
+// The same with masks; reserve then has reserve_size(desc, masks.any()) elements.
+template <typename T>
+void forward(const RnnDesc& desc, const Valid& valid, const T* x, const Weights<T>& w,
+             const T* h0, const T* c0, T* y, T* hy, T* cy, T* reserve, const Masks<T>& masks);
 
 // reserve: what forward(training) wrote for the same desc, valid, x, weights and states.
 // dy, dhy, dcy may be null (zero). dx is 0 at skipped positions.
@@ -112,6 +150,11 @@ template <typename T>
 void backward(const RnnDesc& desc, const Valid& valid, const T* x, const Weights<T>& w,
               const T* h0, const T* c0, const T* reserve, const T* dy, const T* dhy,
               const T* dcy, const Grads<T>& grads);
+// The same with the masks given to forward. The masks are constants (no gradient).
+template <typename T>
+void backward(const RnnDesc& desc, const Valid& valid, const T* x, const Weights<T>& w,
+              const T* h0, const T* c0, const T* reserve, const T* dy, const T* dhy,
+              const T* dcy, const Grads<T>& grads, const Masks<T>& masks);
 
 // Threads the kernels use (an OpenMP team, MXNet's own where MXNet is loaded; the OpenBLAS
 // they call stays single-threaded).

@@ -29,6 +29,30 @@ rounded before the sum, as keras-mxnet computes it) with derivative 0.2 where
 0 <= 0.2 * v + 0.5 <= 1, the kinks included (MXNet's autograd of that expression), else 0.
 The candidate (g, n) and the cell output stay tanh.
 
+Regularisers run inside the recurrence from masks the caller draws (so a run is
+reproducible); each is optional, any combination works with every option above, and positions
+a sample skips read no mask. Masks have the dtype of ``x``::
+
+    zoneout_h [T, N, P]  zoneout_c [T, N, H] (lstm)  zoneout_y [T, N, P]
+    state_mask [N, P]    input_gate_masks [G, N, C]   recurrent_gate_masks [G, N, P]
+
+* Zoneout (``gluon.rnn.ZoneoutCell``): at time position t a sample keeps, unit by unit,
+  ``h_t = h'`` where ``zoneout_h[t] != 0`` else ``h_{t-1}`` (likewise ``c`` with
+  ``zoneout_c``), and its output ``y_t = h'`` where ``zoneout_y[t] != 0`` else its previous
+  step's ``y`` (0 before its first step): the output is a track of its own. h', c' are the
+  cell's new values (h' projected with ``w_hr``).
+* ``state_mask`` (``gluon.contrib.rnn.VariationalDropoutCell``'s ``drop_states``): the cell
+  sees ``h_{t-1} * state_mask`` wherever it uses ``h_{t-1}``; the state carried on is the cell's
+  new h, and c is never masked. With zoneout too, zoneout keeps the unmasked ``h_{t-1}``.
+* ``input_gate_masks`` / ``recurrent_gate_masks`` (Keras' ``dropout`` / ``recurrent_dropout``,
+  implementation=1, in the gate order above): gate g's terms are
+  ``(x_t * input_gate_masks[g]) @ w_ih[g].T`` and ``(h * recurrent_gate_masks[g]) @ w_hh[g].T``;
+  GRU with ``reset_after=False``: ``(r * h * recurrent_gate_masks[2]) @ w_hn.T``; GRU's blend
+  ``z * h`` takes h unmasked.
+
+With no mask given the kernels run exactly their plain code. With masks a training forward's
+reserve is larger (``reserve_size(..., with_masks=True)``), and backward needs the same masks.
+
 The equivalent NumPy code is :mod:`fusedrnn.reference`, which takes the same arguments.
 """
 import numbers
@@ -39,9 +63,12 @@ from . import _C
 from ._results import MODES, ForwardResult, Gradients
 
 __all__ = ["forward", "backward", "reserve_size", "set_num_threads", "get_num_threads",
-           "instruction_set", "GATE_ACTIVATIONS"]
+           "instruction_set", "GATE_ACTIVATIONS", "REGULARISERS"]
 
 GATE_ACTIVATIONS = ("sigmoid", "hard_sigmoid")
+# The mask arguments of forward() and backward() (see the module docstring).
+REGULARISERS = ("zoneout_h", "zoneout_c", "zoneout_y", "state_mask", "input_gate_masks",
+                "recurrent_gate_masks")
 
 
 def _lengths(lengths, x):
@@ -108,7 +135,8 @@ def _options(mode, x, lengths, mask, reverse, reset_after, clip_min, clip_max, c
 
 def forward(mode, x, w_ih, w_hh, b_ih, b_hh, h0, c0=None, *, w_hr=None, lengths=None,
             mask=None, reverse=False, reset_after=True, clip_min=None, clip_max=None, clip_nan=False,
-            training=False, gate_activation="sigmoid"):
+            training=False, gate_activation="sigmoid", zoneout_h=None, zoneout_c=None,
+            zoneout_y=None, state_mask=None, input_gate_masks=None, recurrent_gate_masks=None):
     """Runs the layer over the sequence; returns ForwardResult(y, hy, cy, reserve).
 
     mode: 'lstm', 'gru', 'rnn_tanh' or 'rnn_relu'. reset_after (GRU): True for MXNet's /
@@ -117,32 +145,42 @@ def forward(mode, x, w_ih, w_hh, b_ih, b_hh, h0, c0=None, *, w_hr=None, lengths=
     clip_nan turns a NaN cell value into clip_min. w_hr (LSTM): projection, the state and
     output become w_hr @ h. training=True also returns the reserve buffer that backward needs.
     gate_activation ('lstm', 'gru'): 'sigmoid' or 'hard_sigmoid' (Keras'), see the module.
+    zoneout_h ... recurrent_gate_masks: the regularisers' masks, see the module.
     """
     opts = _options(mode, x, lengths, mask, reverse, reset_after, clip_min, clip_max, clip_nan,
                     gate_activation)
+    masks = dict(zoneout_h=zoneout_h, zoneout_c=zoneout_c, zoneout_y=zoneout_y,
+                 state_mask=state_mask, input_gate_masks=input_gate_masks,
+                 recurrent_gate_masks=recurrent_gate_masks)
     y, hy, cy, reserve = _C.forward(mode, x, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr,
-                                    training=bool(training), **opts)
+                                    training=bool(training), masks=masks, **opts)
     return ForwardResult(y, hy, cy, reserve)
 
 
 def backward(mode, x, w_ih, w_hh, b_ih, b_hh, h0, c0, reserve, dy=None, dhy=None, dcy=None, *,
              w_hr=None, lengths=None, mask=None, reverse=False, reset_after=True,
-             clip_min=None, clip_max=None, clip_nan=False, gate_activation="sigmoid"):
+             clip_min=None, clip_max=None, clip_nan=False, gate_activation="sigmoid",
+             zoneout_h=None, zoneout_c=None, zoneout_y=None, state_mask=None,
+             input_gate_masks=None, recurrent_gate_masks=None):
     """Gradients from a training forward's reserve; returns Gradients.
 
-    Pass the same arguments and options as to forward. dy [T, N, P], dhy [N, P] and
+    Pass the same arguments, options and masks as to forward. dy [T, N, P], dhy [N, P] and
     dcy [N, H] are the upstream gradients; None means zero. Fields that do not apply are
-    None (dc0 unless 'lstm', dw_hr without projection).
+    None (dc0 unless 'lstm', dw_hr without projection). The masks get no gradient.
     """
     opts = _options(mode, x, lengths, mask, reverse, reset_after, clip_min, clip_max, clip_nan,
                     gate_activation)
+    masks = dict(zoneout_h=zoneout_h, zoneout_c=zoneout_c, zoneout_y=zoneout_y,
+                 state_mask=state_mask, input_gate_masks=input_gate_masks,
+                 recurrent_gate_masks=recurrent_gate_masks)
     grads = _C.backward(mode, x, w_ih, w_hh, b_ih, b_hh, h0, c0, reserve, dy, dhy, dcy, w_hr,
-                        **opts)
+                        masks=masks, **opts)
     return Gradients(*grads)
 
 
-def reserve_size(mode, steps, batch, input_size, hidden_size, proj_size=0):
-    """Elements (of the dtype) in the reserve buffer of a training forward of this size."""
+def reserve_size(mode, steps, batch, input_size, hidden_size, proj_size=0, *, with_masks=False):
+    """Elements (of the dtype) in the reserve buffer of a training forward of this size
+    (with_masks: of a forward given any of the masks)."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
     sizes = dict(steps=steps, batch=batch, input_size=input_size, hidden_size=hidden_size,
@@ -152,7 +190,7 @@ def reserve_size(mode, steps, batch, input_size, hidden_size, proj_size=0):
             raise TypeError(f"{name} must be an integer; got {value!r}")
         if not -2 ** 63 <= value < 2 ** 63:
             raise ValueError(f"sizes too large: {name} = {value}")
-    return _C.reserve_size(mode, *(int(v) for v in sizes.values()))
+    return _C.reserve_size(mode, *(int(v) for v in sizes.values()), bool(with_masks))
 
 
 def set_num_threads(n):

@@ -37,6 +37,28 @@ unchanged and y[t, n] repeats the output of its previous step in that order (0 b
 first valid step); dx[t, n] = 0 there. A mask [[1]*L + [0]*(T-L)] gives the lengths semantics
 except for y past L, which repeats y[L-1] instead of being 0.
 
+Regularisers (all optional, any combination; the masks are inputs drawn by the caller):
+  zoneout_h [T, N, P], zoneout_c [T, N, H] (LSTM), zoneout_y [T, N, P]: zoneout as
+      gluon.rnn.ZoneoutCell. With h', c' the cell's new state and y' = h' its output, the step
+      at time position t keeps
+        h_t = where(zoneout_h[t] != 0, h', h_prev),   c_t = where(zoneout_c[t] != 0, c', c_prev)
+        y_t = where(zoneout_y[t] != 0, y', y_prev)
+      where y_prev is the sample's previous step's y_t (0 before its first step): the output
+      is a track of its own, not h_t. Without zoneout_y, y_t = h' (also with zoneout_h).
+      Indexed by time position (with reverse the sample reads the mask where it is). gluon
+      draws these masks as Dropout(ones), values 0 or 1/(1-p): only "!= 0" counts.
+  state_mask [N, P]: gluon.contrib.rnn.VariationalDropoutCell's drop_states: the cell sees
+      h_prev * state_mask wherever it uses h_prev (recurrent products, GRU's z * h); the state
+      carried on is the cell's new, unmasked h. c is never masked. With zoneout as well,
+      zoneout keeps the unmasked h_prev (ZoneoutCell around VariationalDropoutCell).
+  input_gate_masks [G, N, C], recurrent_gate_masks [G, N, P]: Keras' dropout and
+      recurrent_dropout (LSTMCell / GRUCell, implementation=1) in this module's gate order:
+      gate g's input pre-activation is (x * input_gate_masks[g]) @ w_ih[g]^T and its recurrent
+      one (h * recurrent_gate_masks[g]) @ w_hh[g]^T, where h is what the cell sees (above).
+      GRU reset before: n's recurrent term is (r * h * recurrent_gate_masks[2]) @ w_hn^T. The
+      GRU blend z * h uses h without the gate mask.
+  Positions a sample skips (lengths, mask) read no mask and change nothing.
+
 Details the equations above leave open, fixed here:
   * the ReLU derivative at exactly 0 is taken as 0 (as PyTorch does);
   * a cell value that clip_nan turned from NaN into clip_min gets zero gradient towards
@@ -47,7 +69,9 @@ Details the equations above leave open, fixed here:
 API:
   forward(mode, x, w_ih, w_hh, b_ih, b_hh, h0, c0=None, *, w_hr=None, lengths=None,
           mask=None, reverse=False, reset_after=True, clip_min=None, clip_max=None,
-          clip_nan=False, gate_activation='sigmoid')
+          clip_nan=False, gate_activation='sigmoid', zoneout_h=None, zoneout_c=None,
+          zoneout_y=None, state_mask=None, input_gate_masks=None,
+          recurrent_gate_masks=None)
       -> ForwardResult(y, hy, cy, None)
   backward(mode, x, w_ih, w_hh, b_ih, b_hh, h0, c0, dy=None, dhy=None, dcy=None, *,
            <same keywords>) -> Gradients(dx, dw_ih, dw_hh, db_ih, db_hh, dh0, dc0, dw_hr)
@@ -61,9 +85,12 @@ import numpy as np
 
 from ._results import GATES, MODES, ForwardResult, Gradients
 
-__all__ = ["forward", "backward"]
+__all__ = ["forward", "backward", "REGULARISERS"]
 
 GATE_ACTIVATIONS = ("sigmoid", "hard_sigmoid")
+# The mask arguments, as forward() and backward() name them (see the module docstring).
+REGULARISERS = ("zoneout_h", "zoneout_c", "zoneout_y", "state_mask", "input_gate_masks",
+                "recurrent_gate_masks")
 
 
 def _sigmoid(a):
@@ -86,8 +113,27 @@ def _gate_grad(p, d, gate, y):
     return np.where((y < 0) | (y > 1), 0, d * 0.2)
 
 
+def _regularisers(masks, mode, T, N, C, H, P, dt):
+    """The given masks, shape-checked and cast to dt; absent ones None."""
+    G = GATES[mode]
+    shapes = {"zoneout_h": (T, N, P), "zoneout_c": (T, N, H), "zoneout_y": (T, N, P),
+              "state_mask": (N, P), "input_gate_masks": (G, N, C),
+              "recurrent_gate_masks": (G, N, P)}
+    out = {}
+    for name, shape in shapes.items():
+        value = masks.get(name)
+        if value is not None:
+            value = np.asarray(value, dtype=dt)
+            if name == "zoneout_c" and mode != "lstm":
+                raise ValueError(f"zoneout_c is only for mode 'lstm', not {mode!r}")
+            if value.shape != shape:
+                raise ValueError(f"{name} must have shape {shape}, got {value.shape}")
+        out[name] = value
+    return out
+
+
 def _prepare(mode, x, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr, lengths, mask, reverse,
-             reset_after, clip_min, clip_max, clip_nan, gate_activation):
+             reset_after, clip_min, clip_max, clip_nan, gate_activation, masks):
     """Check the arguments lightly and bundle them, cast to the dtype of x."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -134,8 +180,11 @@ def _prepare(mode, x, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr, lengths, mask, rever
         return None if a is None else np.asarray(a, dtype=dt)
 
     G = GATES[mode]
+    H = np.shape(w_ih)[0] // G
+    P = np.shape(w_hr)[0] if w_hr is not None else H
+    regs = _regularisers(masks, mode, T, N, x.shape[2], H, P, dt)
     return SimpleNamespace(
-        mode=mode, lstm=lstm, dtype=dt, G=G, H=np.shape(w_ih)[0] // G,
+        **regs, mode=mode, lstm=lstm, dtype=dt, G=G, H=H,
         x=x, w_ih=cast(w_ih), w_hh=cast(w_hh), b_ih=cast(b_ih), b_hh=cast(b_hh),
         h0=cast(h0), c0=cast(c0) if lstm else None, w_hr=cast(w_hr),
         lengths=lengths, mask=mask, reverse=bool(reverse), reset_after=bool(reset_after),
@@ -144,14 +193,38 @@ def _prepare(mode, x, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr, lengths, mask, rever
 
 
 # ---------------------------------------------------------------------------------------------
-# Cells. Each *_fwd takes the inputs of the samples active at this step (x [n, C], h [n, P],
-# c [n, H] or None) and returns (h', c' or None, cache); each *_bwd takes that cache and the
-# gradients reaching h' and c', adds the weight gradients into `acc`, and returns
-# (dx, dh, dc or None).
+# Cells. Each *_fwd takes the inputs of the samples active at this step (x [n, C], h [n, P]
+# as the cell sees it, c [n, H] or None, and the Keras gate masks mi [G, n, C], mr [G, n, P]
+# or None) and returns (h', c' or None, cache); each *_bwd takes that cache and the gradients
+# reaching h' and c', adds the weight gradients into `acc`, and returns (dx, dh, dc or None).
 # ---------------------------------------------------------------------------------------------
 
-def _lstm_fwd(p, x, h, c):
-    gates = x @ p.w_ih.T + p.b_ih + h @ p.w_hh.T + p.b_hh
+def _masked(a, masks, g):
+    """a as gate g sees it: a * masks[g], or a itself without masks."""
+    return a if masks is None else a * masks[g]
+
+
+def _gate_product(a, w, masks, G):
+    """The gates' pre-activation terms from a: a @ w.T, or per gate (a * masks[g]) @ w[g].T."""
+    if masks is None:
+        return a @ w.T
+    H = w.shape[0] // G
+    return np.concatenate([(a * masks[g]) @ w[g * H:(g + 1) * H].T for g in range(G)], axis=1)
+
+
+def _gate_product_grad(d, a, w, masks, G):
+    """The backward of _gate_product for its gradient d: (da, dw)."""
+    if masks is None:
+        return d @ w, d.T @ a
+    H = w.shape[0] // G
+    blocks = [slice(g * H, (g + 1) * H) for g in range(G)]
+    da = sum((d[:, b] @ w[b]) * masks[g] for g, b in enumerate(blocks))
+    return da, np.concatenate([d[:, b].T @ (a * masks[g]) for g, b in enumerate(blocks)])
+
+
+def _lstm_fwd(p, x, h, c, mi, mr):
+    gates = (_gate_product(x, p.w_ih, mi, 4) + p.b_ih + _gate_product(h, p.w_hh, mr, 4)
+             + p.b_hh)
     i, f, g, o = np.split(gates, 4, axis=1)
     (i, yi), (f, yf), g, (o, yo) = _gate(p, i), _gate(p, f), np.tanh(g), _gate(p, o)
     c_pre = f * c + i * g
@@ -168,7 +241,7 @@ def _lstm_fwd(p, x, h, c):
     h_new = h_full @ p.w_hr.T if p.w_hr is not None else h_full
     return h_new, c_new, SimpleNamespace(x=x, h=h, c=c, i=i, f=f, g=g, o=o, yi=yi, yf=yf,
                                          yo=yo, c_pre=c_pre, keep=keep, tanh_c=tanh_c,
-                                         h_full=h_full)
+                                         h_full=h_full, mi=mi, mr=mr)
 
 
 def _lstm_bwd(p, cache, dh_new, dc_new, acc):
@@ -192,61 +265,66 @@ def _lstm_bwd(p, cache, dh_new, dc_new, acc):
     dgates = np.concatenate(
         [_gate_grad(p, di, i, cache.yi), _gate_grad(p, df, f, cache.yf), dg * (1 - g * g),
          _gate_grad(p, do, o, cache.yo)], axis=1)
-    _accumulate(acc, dgates, x, dgates, h)
-    return dgates @ p.w_ih, dgates @ p.w_hh, dc * f
+    dx, dh = _accumulate(p, acc, dgates, x, cache.mi, dgates, h, cache.mr)
+    return dx, dh, dc * f
 
 
-def _gru_fwd(p, x, h, c):
+def _gru_fwd(p, x, h, c, mi, mr):
     H = p.H
-    gi = x @ p.w_ih.T + p.b_ih
-    # r and z see the plain h in both variants; only the candidate n differs.
-    gh_rz = h @ p.w_hh[:2 * H].T + p.b_hh[:2 * H]
+    gi = _gate_product(x, p.w_ih, mi, 3) + p.b_ih
+    # The recurrent input of each gate (Keras' recurrent_dropout masks it per gate). r and z
+    # see it plain in both variants; only the candidate n differs.
+    hr = [_masked(h, mr, g) for g in range(3)]
+    gh_rz = np.concatenate([hr[0] @ p.w_hh[:H].T, hr[1] @ p.w_hh[H:2 * H].T], axis=1)
+    gh_rz = gh_rz + p.b_hh[:2 * H]
     r, yr = _gate(p, gi[:, :H] + gh_rz[:, :H])
     z, yz = _gate(p, gi[:, H:2 * H] + gh_rz[:, H:])
     w_hn, b_hn = p.w_hh[2 * H:], p.b_hh[2 * H:]
     if p.reset_after:
-        gh_n = h @ w_hn.T + b_hn
+        gh_n = hr[2] @ w_hn.T + b_hn
         n = np.tanh(gi[:, 2 * H:] + r * gh_n)
     else:
-        gh_n = (r * h) @ w_hn.T + b_hn
+        gh_n = (r * hr[2]) @ w_hn.T + b_hn
         n = np.tanh(gi[:, 2 * H:] + gh_n)
     h_new = (1 - z) * n + z * h
-    return h_new, None, SimpleNamespace(x=x, h=h, r=r, z=z, yr=yr, yz=yz, n=n, gh_n=gh_n)
+    return h_new, None, SimpleNamespace(x=x, h=h, hr=hr, r=r, z=z, yr=yr, yz=yz, n=n,
+                                        gh_n=gh_n, mi=mi, mr=mr)
 
 
 def _gru_bwd(p, cache, dh_new, dc_new, acc):
-    x, h, r, z, n, gh_n = cache.x, cache.h, cache.r, cache.z, cache.n, cache.gh_n
-    H = p.H
+    x, h, hr, r, z, n, gh_n = cache.x, cache.h, cache.hr, cache.r, cache.z, cache.n, cache.gh_n
+    H, mr = p.H, cache.mr
     w_hn = p.w_hh[2 * H:]
     dn = dh_new * (1 - z) * (1 - n * n)   # gradient at n's pre-activation
     dz = _gate_grad(p, dh_new * (h - n), z, cache.yz)   # ... at z's pre-activation
     dh = dh_new * z
     if p.reset_after:
         dr = _gate_grad(p, dn * gh_n, r, cache.yr)
-        dgh_n = dn * r
         dgi = np.concatenate([dr, dz, dn], axis=1)
-        dgh = np.concatenate([dr, dz, dgh_n], axis=1)
-        _accumulate(acc, dgi, x, dgh, h)
-        dh = dh + dgh @ p.w_hh
+        dgh = np.concatenate([dr, dz, dn * r], axis=1)
+        dx, dh_rec = _accumulate(p, acc, dgi, x, cache.mi, dgh, h, mr)
+        dh = dh + dh_rec
     else:
-        # n's recurrent input is r*h, so W_hn's gradient pairs with r*h, not with h.
+        # n's recurrent input is r * hr[2], so W_hn's gradient pairs with that, not with h.
         drh = dn @ w_hn
-        dr = _gate_grad(p, drh * h, r, cache.yr)
+        dr = _gate_grad(p, drh * hr[2], r, cache.yr)
         dgi = np.concatenate([dr, dz, dn], axis=1)
-        dgh_rz = np.concatenate([dr, dz], axis=1)
-        acc["w_ih"] += dgi.T @ x
+        dx, dw_ih = _gate_product_grad(dgi, x, p.w_ih, cache.mi, 3)
+        acc["w_ih"] += dw_ih
         acc["b_ih"] += dgi.sum(axis=0)
-        acc["w_hh"][:2 * H] += dgh_rz.T @ h
-        acc["w_hh"][2 * H:] += dn.T @ (r * h)
+        acc["w_hh"][:H] += dr.T @ hr[0]
+        acc["w_hh"][H:2 * H] += dz.T @ hr[1]
+        acc["w_hh"][2 * H:] += dn.T @ (r * hr[2])
         acc["b_hh"] += dgi.sum(axis=0)
-        dh = dh + dgh_rz @ p.w_hh[:2 * H] + drh * r
-    return dgi @ p.w_ih, dh, None
+        dh = (dh + _masked(dr @ p.w_hh[:H], mr, 0) + _masked(dz @ p.w_hh[H:2 * H], mr, 1)
+              + _masked(drh * r, mr, 2))
+    return dx, dh, None
 
 
-def _rnn_fwd(p, x, h, c):
-    pre = x @ p.w_ih.T + p.b_ih + h @ p.w_hh.T + p.b_hh
+def _rnn_fwd(p, x, h, c, mi, mr):
+    pre = _gate_product(x, p.w_ih, mi, 1) + p.b_ih + _gate_product(h, p.w_hh, mr, 1) + p.b_hh
     h_new = np.tanh(pre) if p.mode == "rnn_tanh" else np.maximum(pre, 0)
-    return h_new, None, SimpleNamespace(x=x, h=h, pre=pre, h_new=h_new)
+    return h_new, None, SimpleNamespace(x=x, h=h, pre=pre, h_new=h_new, mi=mi, mr=mr)
 
 
 def _rnn_bwd(p, cache, dh_new, dc_new, acc):
@@ -255,17 +333,21 @@ def _rnn_bwd(p, cache, dh_new, dc_new, acc):
         dpre = dh_new * (1 - h_new * h_new)
     else:
         dpre = np.where(pre > 0, dh_new, 0)
-    _accumulate(acc, dpre, x, dpre, h)
-    return dpre @ p.w_ih, dpre @ p.w_hh, None
+    dx, dh = _accumulate(p, acc, dpre, x, cache.mi, dpre, h, cache.mr)
+    return dx, dh, None
 
 
-def _accumulate(acc, dgi, x, dgh, h):
-    """Add the weight/bias gradients of one step: dgi/dgh are the gradients at the input and
-    recurrent pre-activations (the same array except for GRU's candidate gate)."""
-    acc["w_ih"] += dgi.T @ x
+def _accumulate(p, acc, dgi, x, mi, dgh, h, mr):
+    """Add the weight/bias gradients of one step and return (dx, dh) through the products:
+    dgi/dgh are the gradients at the input and recurrent pre-activations (the same array
+    except for GRU's candidate gate)."""
+    dx, dw_ih = _gate_product_grad(dgi, x, p.w_ih, mi, p.G)
+    dh, dw_hh = _gate_product_grad(dgh, h, p.w_hh, mr, p.G)
+    acc["w_ih"] += dw_ih
     acc["b_ih"] += dgi.sum(axis=0)
-    acc["w_hh"] += dgh.T @ h
+    acc["w_hh"] += dw_hh
     acc["b_hh"] += dgh.sum(axis=0)
+    return dx, dh
 
 
 _CELLS = {"lstm": (_lstm_fwd, _lstm_bwd), "gru": (_gru_fwd, _gru_bwd),
@@ -276,6 +358,11 @@ _CELLS = {"lstm": (_lstm_fwd, _lstm_bwd), "gru": (_gru_fwd, _gru_bwd),
 # Time loop.
 # ---------------------------------------------------------------------------------------------
 
+def _zoneout(mask, new, old):
+    """Zoneout of one step: new where the mask is non-zero, else old."""
+    return new if mask is None else np.where(mask != 0, new, old)
+
+
 def _run_forward(p):
     """Run the recurrence; returns (y, hy, cy, trace) where trace holds, per step, the active
     samples, the time index each of them reads/writes, and the cell cache (with a mask: every
@@ -285,7 +372,9 @@ def _run_forward(p):
     h = p.h0.copy()
     c = p.c0.copy() if p.lstm else None
     y = np.zeros((T, N, h.shape[1]), dtype=p.dtype)
-    out = np.zeros_like(h)  # with a mask: each sample's latest output, for masked positions
+    # Each sample's latest output: what a mask repeats at the positions it skips, and
+    # zoneout_y's y_prev.
+    out = np.zeros_like(h)
     trace = []
     for t in range(T):
         if p.mask is None:
@@ -299,14 +388,20 @@ def _run_forward(p):
             pos = T - 1 - t if p.reverse else t
             act = np.nonzero(p.mask[pos])[0]
             src = np.full(act.size, pos)
-        h_new, c_new, cache = cell_fwd(p, p.x[src, act], h[act], None if c is None else c[act])
-        h[act] = h_new
+        seen = h[act] if p.state_mask is None else h[act] * p.state_mask[act]
+        mi = None if p.input_gate_masks is None else p.input_gate_masks[:, act]
+        mr = None if p.recurrent_gate_masks is None else p.recurrent_gate_masks[:, act]
+        h_new, c_new, cache = cell_fwd(p, p.x[src, act], seen, None if c is None else c[act],
+                                       mi, mr)
+        zh, zc, zy = (None if m is None else m[src, act]
+                      for m in (p.zoneout_h, p.zoneout_c, p.zoneout_y))
+        h[act] = _zoneout(zh, h_new, h[act])
         if c is not None:
-            c[act] = c_new
+            c[act] = _zoneout(zc, c_new, c[act])
+        out[act] = _zoneout(zy, h_new, out[act])
         if p.mask is None:
-            y[src, act] = h_new
+            y[src, act] = out[act]
         else:
-            out[act] = h_new
             y[pos] = out
         trace.append((act, src, cache))
     return y, h, c, trace
@@ -314,22 +409,32 @@ def _run_forward(p):
 
 def forward(mode, x, w_ih, w_hh, b_ih, b_hh, h0, c0=None, *, w_hr=None, lengths=None,
             mask=None, reverse=False, reset_after=True, clip_min=None, clip_max=None, clip_nan=False,
-            gate_activation="sigmoid"):
+            gate_activation="sigmoid", zoneout_h=None, zoneout_c=None, zoneout_y=None,
+            state_mask=None, input_gate_masks=None, recurrent_gate_masks=None):
     """Reference forward pass. Returns ForwardResult(y, hy, cy, None); see the module docstring."""
+    masks = dict(zoneout_h=zoneout_h, zoneout_c=zoneout_c, zoneout_y=zoneout_y,
+                 state_mask=state_mask, input_gate_masks=input_gate_masks,
+                 recurrent_gate_masks=recurrent_gate_masks)
     p = _prepare(mode, x, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr, lengths, mask, reverse,
-                 reset_after, clip_min, clip_max, clip_nan, gate_activation)
+                 reset_after, clip_min, clip_max, clip_nan, gate_activation, masks)
     y, hy, cy, _ = _run_forward(p)
     return ForwardResult(y, hy, cy, None)
 
 
 def backward(mode, x, w_ih, w_hh, b_ih, b_hh, h0, c0, dy=None, dhy=None, dcy=None, *,
              w_hr=None, lengths=None, mask=None, reverse=False, reset_after=True,
-             clip_min=None, clip_max=None, clip_nan=False, gate_activation="sigmoid"):
+             clip_min=None, clip_max=None, clip_nan=False, gate_activation="sigmoid",
+             zoneout_h=None, zoneout_c=None, zoneout_y=None, state_mask=None,
+             input_gate_masks=None, recurrent_gate_masks=None):
     """Reference backprop through time: the gradients of
     sum(dy*y) + sum(dhy*hy) + sum(dcy*cy) with respect to every input, as
-    Gradients(dx, dw_ih, dw_hh, db_ih, db_hh, dh0, dc0, dw_hr). dy/dhy/dcy None mean zero."""
+    Gradients(dx, dw_ih, dw_hh, db_ih, db_hh, dh0, dc0, dw_hr). dy/dhy/dcy None mean zero.
+    The masks are constants: they get no gradient."""
+    masks = dict(zoneout_h=zoneout_h, zoneout_c=zoneout_c, zoneout_y=zoneout_y,
+                 state_mask=state_mask, input_gate_masks=input_gate_masks,
+                 recurrent_gate_masks=recurrent_gate_masks)
     p = _prepare(mode, x, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr, lengths, mask, reverse,
-                 reset_after, clip_min, clip_max, clip_nan, gate_activation)
+                 reset_after, clip_min, clip_max, clip_nan, gate_activation, masks)
     y, hy, cy, trace = _run_forward(p)
     cell_bwd = _CELLS[p.mode][1]
     dt = p.dtype
@@ -345,24 +450,35 @@ def backward(mode, x, w_ih, w_hh, b_ih, b_hh, h0, c0, dy=None, dhy=None, dcy=Non
         acc["w_hr"] = np.zeros_like(p.w_hr)
     dx = np.zeros_like(p.x)
 
-    carried = np.zeros_like(dh)  # with a mask: gradient reaching each sample's latest output
+    # The gradient reaching each sample's latest output: from the positions a mask repeats
+    # it at, and through zoneout_y's y_prev.
+    carried = np.zeros_like(dh)
     T = p.x.shape[0]
     for i in reversed(range(len(trace))):
         act, src, cache = trace[i]
-        # h' of this step is both the output y[src] and the state the later steps (or hy) saw;
-        # dh[act] already holds the gradient from the later steps. With a mask, h' is also
-        # the output repeated at the masked positions that follow in visiting order.
+        # This step's output is y[src] (and, with a mask, what the skipped positions after it
+        # repeat); its state h_t is what the later steps (or hy) saw, whose gradient dh[act]
+        # holds. Without zoneout both are h'.
         if p.mask is None:
-            dh_new = dh[act] + dy[src, act]
+            d_out = carried[act] + dy[src, act]
         else:
             carried += dy[T - 1 - i if p.reverse else i]
-            dh_new = dh[act] + carried[act]
-            carried[act] = 0
-        dx_t, dh_prev, dc_prev = cell_bwd(p, cache, dh_new, None if dc is None else dc[act], acc)
-        dx[src, act] = dx_t
-        dh[act] = dh_prev
+            d_out = carried[act]
+        zh, zc, zy = (None if m is None else m[src, act] != 0
+                      for m in (p.zoneout_h, p.zoneout_c, p.zoneout_y))
+        carried[act] = 0 if zy is None else np.where(zy, 0, d_out)
+        dh_new = (d_out if zy is None else np.where(zy, d_out, 0)) + \
+            (dh[act] if zh is None else np.where(zh, dh[act], 0))
+        dh_kept = 0 if zh is None else np.where(zh, 0, dh[act])
+        dc_new = dc_kept = None
         if dc is not None:
-            dc[act] = dc_prev
+            dc_new = dc[act] if zc is None else np.where(zc, dc[act], 0)
+            dc_kept = 0 if zc is None else np.where(zc, 0, dc[act])
+        dx_t, dh_seen, dc_prev = cell_bwd(p, cache, dh_new, dc_new, acc)
+        dx[src, act] = dx_t
+        dh[act] = dh_kept + (dh_seen if p.state_mask is None else dh_seen * p.state_mask[act])
+        if dc is not None:
+            dc[act] = dc_kept + dc_prev
 
     return Gradients(dx, acc["w_ih"], acc["w_hh"], acc["b_ih"], acc["b_hh"], dh, dc,
                      acc.get("w_hr"))
@@ -370,9 +486,9 @@ def backward(mode, x, w_ih, w_hh, b_ih, b_hh, h0, c0, dy=None, dhy=None, dcy=Non
 
 def _forward_trace(mode, x, w_ih, w_hh, b_ih, b_hh, h0, c0=None, *, w_hr=None, lengths=None,
                    mask=None, reverse=False, reset_after=True, clip_min=None, clip_max=None,
-                   clip_nan=False, gate_activation="sigmoid"):
+                   clip_nan=False, gate_activation="sigmoid", **masks):
     """For tests only: the per-step trace of forward(), a list of (active samples, time index
     each reads/writes, cell cache); e.g. to see LSTM pre-clip cells (cache.c_pre)."""
     p = _prepare(mode, x, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr, lengths, mask, reverse,
-                 reset_after, clip_min, clip_max, clip_nan, gate_activation)
+                 reset_after, clip_min, clip_max, clip_nan, gate_activation, masks)
     return _run_forward(p)[3]
