@@ -13,7 +13,9 @@ as gluon's unroll returns them (return types included). A cell built with activa
 fused operator does not have (other than MXNet's defaults, or tanh/relu for RNNCell) falls
 back to gluon's own step and unroll.
 """
+import contextlib
 import ctypes
+import functools
 
 from mxnet import autograd, gluon, ndarray, symbol
 from mxnet.base import _LIB, NDArrayHandle
@@ -235,8 +237,46 @@ class RNNCell(_FusedCell, gluon.rnn.RNNCell):
         return {"tanh": "rnn_tanh", "relu": "rnn_relu"}.get(self._activation)
 
 
-def _fusable(cell):
-    return getattr(cell, "_fusable", lambda: False)()
+def _fused_unroller(cell):
+    """The function that unrolls `cell` as fused operators, with the regularisers' masks of
+    the cells around it (`_FusedCell._fused_unroll`'s arguments), or None where it cannot:
+    fusedrnn's cells and regularising cells over them, and gluon's ResidualCell around
+    those (DeepAR puts its ZoneoutCell around one)."""
+    if isinstance(cell, gluon.rnn.ResidualCell):
+        inner = _fused_unroller(cell.base_cell)
+        return None if inner is None else functools.partial(_residual_unroll, cell, inner)
+    if getattr(cell, "_fusable", lambda: False)():
+        return cell._fused_unroll
+    return None
+
+
+@contextlib.contextmanager
+def _unmodified(cell):
+    """What a modifier cell does around its base cell's unroll: a modified cell refuses to
+    make its begin state."""
+    cell._modified = False
+    try:
+        yield
+    finally:
+        cell._modified = True
+
+
+def _residual_unroll(cell, inner, length, inputs, begin_state, layout, merge_outputs,
+                     valid_length, masks=None):
+    """gluon.rnn.ResidualCell.unroll over a fused unroll: its base cell's outputs plus the
+    inputs (zero where padded)."""
+    cell.reset()
+    with _unmodified(cell.base_cell):
+        outputs, states = inner(length, inputs, begin_state, layout, merge_outputs,
+                                valid_length, masks)
+    merge_outputs = not isinstance(outputs, (list, tuple))
+    inputs, axis, F, _ = _format_sequence(length, inputs, layout, merge_outputs)
+    if valid_length is not None:
+        inputs = _mask_sequence_variable_length(F, inputs, length, valid_length, axis,
+                                                merge_outputs)
+    if merge_outputs:
+        return F.elemwise_add(outputs, inputs), states
+    return [F.elemwise_add(o, i) for o, i in zip(outputs, inputs)], states
 
 
 def _draws(F):
@@ -262,7 +302,11 @@ class ZoneoutCell(gluon.rnn.ZoneoutCell):
     around anything else are gluon's."""
 
     def _fusable(self):
-        return _fusable(self.base_cell)
+        # Around a ResidualCell the output track would be h' + x: only the states' zoneout
+        # is in the kernels then.
+        residual = isinstance(self.base_cell, gluon.rnn.ResidualCell)
+        return _fused_unroller(self.base_cell) is not None and not (
+            residual and self.zoneout_outputs)
 
     def unroll(self, length, inputs, begin_state=None, layout="NTC", merge_outputs=None,
                valid_length=None):
@@ -291,8 +335,9 @@ class ZoneoutCell(gluon.rnn.ZoneoutCell):
                         drawn[name] = F.Dropout(ones, p=p_states)
             return drawn
 
-        outputs, states = self.base_cell._fused_unroll(length, inputs, begin_state, layout,
-                                                       merge_outputs, valid_length, zoneout)
+        with _unmodified(self.base_cell):
+            outputs, states = _fused_unroller(self.base_cell)(
+                length, inputs, begin_state, layout, merge_outputs, valid_length, zoneout)
         # A step taken next, without reset, goes on from this output, as after gluon's unroll.
         self._prev_output = _last_step(outputs, layout)
         return outputs, states
@@ -309,7 +354,7 @@ class VariationalDropoutCell(_GluonVariationalDropoutCell):
     step and a cell around anything else are gluon's."""
 
     def _fusable(self):
-        return _fusable(self.base_cell)
+        return _fused_unroller(self.base_cell) is not None
 
     def unroll(self, length, inputs, begin_state=None, layout="NTC", merge_outputs=None,
                valid_length=None):
@@ -333,8 +378,9 @@ class VariationalDropoutCell(_GluonVariationalDropoutCell):
                 drawn["state_mask"] = F.Dropout(F.ones_like(states[0]), p=p_states)
             return drawn
 
-        outputs, states = self.base_cell._fused_unroll(length, inputs, begin_state, layout,
-                                                       True, valid_length, variational)
+        with _unmodified(self.base_cell):
+            outputs, states = _fused_unroller(self.base_cell)(
+                length, inputs, begin_state, layout, True, valid_length, variational)
         if self.drop_outputs:
             outputs = F.Dropout(outputs, p=self.drop_outputs, axes=(axis,))
         if merge_outputs is None:  # as gluon's: the base cell's outputs came merged
