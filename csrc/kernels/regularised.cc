@@ -1,13 +1,14 @@
 // Regularised recurrences (rnn.h's Masks): zoneout, the variational state mask and Keras'
 // per-gate dropout masks, for every mode, forward and backward. A path of its own, so that
 // calls without masks run the families' code unchanged. Each step multiplies the state the
-// cell sees by W_hh read in place (skinny.h; per gate where the gate masks differ), runs the
-// cell's elementwise pass and zoneout; the products over all steps (input projection, input
-// and weight gradients) are single GEMMs, as in the families.
+// cell sees by W_hh packed once per call (panel.h; per gate where the gate masks differ), runs
+// the cell's elementwise pass and zoneout; the products over all steps (input projection,
+// input and weight gradients) are single GEMMs, as in the families.
 //
 // Packed rows follow Plan: row (t, k) is sample order[k] at step t, and row k of every
 // sample-wise mask is sorted to match, so row k of any step reads row k of the sorted mask.
 #include "families.h"
+#include "panel.h"
 #include "skinny.h"
 
 namespace fusedrnn {
@@ -113,35 +114,91 @@ void mask_batch(int64_t B, int64_t width, const T* src, const T* mask, T* dst) {
   for (int64_t i = 0; i < B * width; ++i) dst[i] = src[i] * mask[i];
 }
 
-// The recurrent pre-activations of `gates` gates from h [B, P] (what the cell sees): gh [B,
-// GH] columns [0, gates * H) = per gate g (h * masks[g]) W_hh[g]^T, or h W_hh^T unmasked.
+// A matrix M [K, N] packed for the per-step products a @ M (pack_columns' layout, panels of
+// kV vectors of columns), run on the calling thread.
+constexpr int kV = 4;
+
 template <typename T>
-void recurrent_products(int64_t B, int64_t N, int64_t H, int64_t P, int gates, const T* h,
-                        const T* w_hh, const T* masks, T* scratch, T* gh, int64_t GH) {
-  if (masks == nullptr) {
-    product_nt<T>(B, gates * H, P, h, P, w_hh, P, false, gh, GH);
-    return;
+struct Packed {
+  const T* panels = nullptr;
+  int64_t K = 0, N = 0;
+  // c [rows, N] (=, or += with accumulate) a [rows, K] @ M.
+  void times(int64_t rows, const T* a, int64_t lda, T* c, int64_t ldc, bool accumulate) const {
+    packed_gemm<T, kV>(rows, K, N, a, lda, panels, 0, column_blocks<T>(N, kV), c, ldc,
+                       accumulate);
   }
-  for (int g = 0; g < gates; ++g) {
-    mask_batch(B, P, h, masks + g * N * P, scratch);
-    product_nt<T>(B, H, P, scratch, P, w_hh + g * H * P, P, false, gh + g * H, GH);
-  }
+};
+
+// Packs M = src [K, N] (rows ld apart), or with transpose M = src^T (src [N, K]), at *at,
+// which then moves past it.
+template <typename T>
+Packed<T> pack(const T* src, int64_t K, int64_t N, int64_t ld, bool transpose, T** at) {
+  const int64_t width = kV * kLanes<T>;
+  T* out = *at;
+  for (int64_t b = 0; b < column_blocks<T>(N, kV); ++b)
+    for (int64_t k = 0; k < K; ++k)
+      for (int64_t c = 0; c < width; ++c) {
+        const int64_t n = b * width + c;
+        *out++ = n >= N ? T(0) : transpose ? src[n * ld + k] : src[k * ld + n];
+      }
+  const Packed<T> packed{*at, K, N};
+  *at += packed_columns_size<T>(K, N, kV);
+  return packed;
 }
 
-// The backward of recurrent_products: dh [B, P] += per gate (dg[g] W_hh[g]) * masks[g].
+// The per-step products with W_hh for its first `gates` gates: all at once, or gate by gate
+// where the recurrent gate masks differ. Forward multiplies by W_hh^T, backward by W_hh.
 template <typename T>
-void recurrent_grad(int64_t B, int64_t N, int64_t H, int64_t P, int gates, const T* dg,
-                    int64_t ld, const T* w_hh, const T* masks, T* scratch, T* dh) {
-  if (masks == nullptr) {
-    gemm<T>(false, false, B, P, gates * H, T(1), dg, ld, w_hh, P, T(1), dh, P);
-    return;
+class StepWeights {
+ public:
+  StepWeights(const T* w_hh, int64_t H, int64_t N, int64_t P, int gates, bool per_gate,
+              bool transpose)
+      : H_(H), N_(N), P_(P), gates_(per_gate ? gates : 1),
+        panels_(gates_ * block_size(per_gate ? H : gates * H, P, transpose)) {
+    T* at = panels_.get();
+    const int64_t rows = per_gate ? H : gates * H;  // of W_hh in each packed block
+    for (int g = 0; g < gates_; ++g)
+      packed_[g] = transpose ? pack(w_hh + g * H * P, P, rows, P, true, &at)
+                             : pack(w_hh + g * H * P, rows, P, P, false, &at);
   }
-  for (int g = 0; g < gates; ++g) {
-    gemm<T>(false, false, B, P, H, T(1), dg + g * H, ld, w_hh + g * H * P, P, T(0), scratch, P);
-    const T* m = masks + g * N * P;
-    for (int64_t i = 0; i < B * P; ++i) dh[i] += scratch[i] * m[i];
+
+  // gh [B, GH] columns [0, gates * H) from h [B, P] (what the cell sees): per gate
+  // (h * masks[g]) W_hh[g]^T, or h W_hh^T without masks.
+  void forward(int64_t B, const T* h, const T* masks, T* scratch, T* gh, int64_t GH) const {
+    if (masks == nullptr) {
+      packed_[0].times(B, h, P_, gh, GH, false);
+      return;
+    }
+    for (int g = 0; g < gates_; ++g) {
+      mask_batch(B, P_, h, masks + g * N_ * P_, scratch);
+      packed_[g].times(B, scratch, P_, gh + g * H_, GH, false);
+    }
   }
-}
+
+  // dh [B, P] += per gate (dg[g] W_hh[g]) * masks[g], or dg W_hh without masks.
+  void backward(int64_t B, const T* dg, int64_t ld, const T* masks, T* scratch, T* dh) const {
+    if (masks == nullptr) {
+      packed_[0].times(B, dg, ld, dh, P_, true);
+      return;
+    }
+    for (int g = 0; g < gates_; ++g) {
+      packed_[g].times(B, dg + g * H_, ld, scratch, P_, false);
+      const T* m = masks + g * N_ * P_;
+      for (int64_t i = 0; i < B * P_; ++i) dh[i] += scratch[i] * m[i];
+    }
+  }
+
+ private:
+  // Elements of one packed block of `rows` rows of W_hh.
+  static int64_t block_size(int64_t rows, int64_t P, bool transpose) {
+    return transpose ? packed_columns_size<T>(P, rows, kV) : packed_columns_size<T>(rows, P, kV);
+  }
+
+  int64_t H_, N_, P_;
+  int gates_;  // packed blocks: the gates one by one, or 1 for all together
+  Buffer<T> panels_;
+  Packed<T> packed_[4];
+};
 
 }  // namespace
 
@@ -204,6 +261,14 @@ void regularised_forward(const RegFwdArgs<T>& a) {
   const T* rec = pm.recurrent_gate_masks;
   const T* bi = a.w.b_ih;
   const T* bh = a.w.b_hh;
+  // GRU reset before: n's recurrent term needs r first (W_hn, below).
+  const int direct_gates = gru && !d.reset_after ? 2 : G;
+  const StepWeights<T> w_hh(a.w.w_hh, H, N, P, direct_gates, rec != nullptr, true);
+  Buffer<T> more(packed_columns_size<T>(H, H, kV) + (proj ? packed_columns_size<T>(H, P, kV) : 0));
+  T* at = more.get();
+  const Packed<T> w_hn = gru && !d.reset_after
+                             ? pack(a.w.w_hh + 2 * H * H, H, H, H, true, &at) : Packed<T>{};
+  const Packed<T> w_hr = proj ? pack(a.w.w_hr, H, P, H, true, &at) : Packed<T>{};
   for (int64_t t = 0; t < p.steps; ++t) {
     const int64_t B = p.batch[t], off = p.offset[t];
     const T* h_prev = t == 0 ? h0s : tr.h + p.offset[t - 1] * P;
@@ -213,9 +278,7 @@ void regularised_forward(const RegFwdArgs<T>& a) {
       mask_batch(B, P, h_prev, pm.state_mask, seen);
       hs = seen;
     }
-    // GRU reset before: n's recurrent term needs r first (below).
-    const int direct_gates = gru && !d.reset_after ? 2 : G;
-    recurrent_products(B, N, H, P, direct_gates, hs, a.w.w_hh, rec, masked, gh, GH);
+    w_hh.forward(B, hs, rec, masked, gh, GH);
 
     for (int64_t k = 0; k < B; ++k) {
       const int64_t r = off + k;
@@ -275,8 +338,7 @@ void regularised_forward(const RegFwdArgs<T>& a) {
     }
     if (gru && !d.reset_after) {
       // n = tanh(x_n + b_in + W_hn (r * h) + b_hn), h' = (1 - z) * n + z * h.
-      product_nt<T>(B, H, H, tr.act + off * S + 3 * H, S, a.w.w_hh + 2 * H * H, H, false,
-                    gh + 2 * H, GH);
+      w_hn.times(B, tr.act + off * S + 3 * H, S, gh + 2 * H, GH, false);
       for (int64_t k = 0; k < B; ++k) {
         const int64_t r = off + k;
         T* act = tr.act + r * S;
@@ -289,8 +351,7 @@ void regularised_forward(const RegFwdArgs<T>& a) {
         });
       }
     }
-    if (proj)
-      product_nt<T>(B, P, H, tr.hraw + off * H, H, a.w.w_hr, H, false, tr.out + off * P, P);
+    if (proj) w_hr.times(B, tr.hraw + off * H, H, tr.out + off * P, P, false);
 
     // Zoneout: each unit takes the new value where its mask is set, else keeps the old one.
     const auto zoneout = [&](const T* mask, int64_t width, const T* fresh, const T* old,
@@ -364,6 +425,14 @@ void regularised_backward(const RegBwdArgs<T>& a) {
       .add(&drh, gru && !d.reset_after ? N * H : 0)
       .allocate();
 
+  const int direct_gates = gru && !d.reset_after ? 2 : G;
+  const StepWeights<T> w_hh(a.w.w_hh, H, N, P, direct_gates, rec != nullptr, false);
+  Buffer<T> more(packed_columns_size<T>(H, H, kV) + (proj ? packed_columns_size<T>(P, H, kV) : 0));
+  T* at = more.get();
+  const Packed<T> w_hn = gru && !d.reset_after
+                             ? pack(a.w.w_hh + 2 * H * H, H, H, H, false, &at) : Packed<T>{};
+  const Packed<T> w_hr = proj ? pack(a.w.w_hr, P, H, H, false, &at) : Packed<T>{};
+
   gather_rows(p, a.x, C, xp, C);
   if (a.dy) gather_output_grad(p, a.dy, P, dyp);
   gather_state(p, a.h0, P, h0s);
@@ -409,7 +478,7 @@ void regularised_backward(const RegBwdArgs<T>& a) {
     if (proj) {
       // r' = W_hr h': dh' = dr' W_hr (and dW_hr = sum over steps dr'^T h').
       std::copy(dhn, dhn + B * P, dr + off * P);
-      gemm<T>(false, false, B, H, P, T(1), dhn, P, a.w.w_hr, H, T(0), dh_raw, H);
+      w_hr.times(B, dhn, P, dh_raw, H, false);
       dh_cell = dh_raw;
     }
 
@@ -473,8 +542,7 @@ void regularised_backward(const RegBwdArgs<T>& a) {
     if (gru && !d.reset_after) {
       // n's recurrent term is W_hn q with q = r * h2 (h2 = h * recurrent mask of n):
       // dq = d(pre n) W_hn, d(pre r) = dq h2 sigma'_r, dh2 = dq r.
-      gemm<T>(false, false, B, H, H, T(1), dgx + off * GH + 2 * H, GH, a.w.w_hh + 2 * H * H, H,
-              T(0), drh, H);
+      w_hn.times(B, dgx + off * GH + 2 * H, GH, drh, H, false);
       for (int64_t k = 0; k < B; ++k) {
         const T* act = tr.act + (off + k) * S;
         for_lanes<T>(0, H, [&](int64_t j, auto m) {
@@ -486,8 +554,7 @@ void regularised_backward(const RegBwdArgs<T>& a) {
         });
       }
     }
-    const int direct_gates = gru && !d.reset_after ? 2 : G;
-    recurrent_grad(B, N, H, P, direct_gates, dgh + off * GH, GH, a.w.w_hh, rec, scratch, dhs);
+    w_hh.backward(B, dgh + off * GH, GH, rec, scratch, dhs);
     // h_{t-1} reaches the cell as h_{t-1} * state_mask.
     for (int64_t i = 0; i < B * P; ++i)
       dh[i] += pm.state_mask ? dhs[i] * pm.state_mask[i] : dhs[i];
@@ -534,7 +601,6 @@ void regularised_backward(const RegBwdArgs<T>& a) {
       Buffer<T> hprev(p.rows * P);
       shift_prev(p, tr.h, h0s, P, hprev.get(), P);
       if (pm.state_mask) mask_rows(p, hprev.get(), P, P, pm.state_mask, hprev.get());
-      const int direct_gates = gru && !d.reset_after ? 2 : G;
       for (int gi = 0; gi < (rec ? direct_gates : 1); ++gi) {
         const T* hsrc = hprev.get();
         if (rec) {
