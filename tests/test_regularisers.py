@@ -14,6 +14,7 @@ VARIANTS = {
     "lstm": ("lstm", {}, {}),
     "lstm_proj": ("lstm", {"proj": 3}, {}),
     "lstm_clip": ("lstm", {}, {"clip": True}),
+    "lstm_proj_clip_nan": ("lstm", {"proj": 2}, {"clip": True, "clip_nan": True}),
     "lstm_hard": ("lstm", {}, {"gate_activation": "hard_sigmoid"}),
     "gru": ("gru", {}, {}),
     "gru_reset_before": ("gru", {}, {"reset_after": False}),

@@ -1,13 +1,14 @@
 // Regularised recurrences (rnn.h's Masks): zoneout, the variational state mask and Keras'
 // per-gate dropout masks, for every mode, forward and backward. A path of its own, so that
 // calls without masks run the families' code unchanged. Each step multiplies the state the
-// cell sees by W_hh read in place (skinny.h; per gate where the gate masks differ), runs the
-// cell's elementwise pass and zoneout; the products over all steps (input projection, input
-// and weight gradients) are single GEMMs, as in the families.
+// cell sees by W_hh packed once per call (panel.h; per gate where the gate masks differ), runs
+// the cell's elementwise pass and zoneout; the products over all steps (input projection,
+// input and weight gradients) are single GEMMs, as in the families.
 //
 // Packed rows follow Plan: row (t, k) is sample order[k] at step t, and row k of every
 // sample-wise mask is sorted to match, so row k of any step reads row k of the sorted mask.
 #include "families.h"
+#include "panel.h"
 #include "skinny.h"
 
 namespace fusedrnn {
@@ -103,7 +104,8 @@ void mask_rows(const Plan& p, const T* src, int64_t ld, int64_t width, const T* 
   for (int64_t t = 0; t < p.steps; ++t)
     for (int64_t k = 0; k < p.batch[t]; ++k) {
       const int64_t r = p.offset[t] + k;
-      for (int64_t j = 0; j < width; ++j) dst[r * width + j] = src[r * ld + j] * mask[k * width + j];
+      for (int64_t j = 0; j < width; ++j)
+        dst[r * width + j] = src[r * ld + j] * mask[k * width + j];
     }
 }
 
@@ -113,34 +115,99 @@ void mask_batch(int64_t B, int64_t width, const T* src, const T* mask, T* dst) {
   for (int64_t i = 0; i < B * width; ++i) dst[i] = src[i] * mask[i];
 }
 
-// The recurrent pre-activations of `gates` gates from h [B, P] (what the cell sees): gh [B,
-// GH] columns [0, gates * H) = per gate g (h * masks[g]) W_hh[g]^T, or h W_hh^T unmasked.
+// A matrix M [K, N] packed for the per-step products a @ M (pack_columns' layout, panels of
+// kV vectors of columns), run on the calling thread.
+constexpr int kV = 4;
+
 template <typename T>
-void recurrent_products(int64_t B, int64_t N, int64_t H, int64_t P, int gates, const T* h,
-                        const T* w_hh, const T* masks, T* scratch, T* gh, int64_t GH) {
-  if (masks == nullptr) {
-    product_nt<T>(B, gates * H, P, h, P, w_hh, P, false, gh, GH);
-    return;
+struct Packed {
+  const T* panels = nullptr;
+  int64_t K = 0, N = 0;
+  // c [rows, N] (=, or += with accumulate) a [rows, K] @ M.
+  void times(int64_t rows, const T* a, int64_t lda, T* c, int64_t ldc, bool accumulate) const {
+    packed_gemm<T, kV>(rows, K, N, a, lda, panels, 0, column_blocks<T>(N, kV), c, ldc,
+                       accumulate);
   }
-  for (int g = 0; g < gates; ++g) {
-    mask_batch(B, P, h, masks + g * N * P, scratch);
-    product_nt<T>(B, H, P, scratch, P, w_hh + g * H * P, P, false, gh + g * H, GH);
-  }
+};
+
+// Packs M = src [K, N] (rows ld apart), or with transpose M = src^T (src [N, K]), at *at,
+// which then moves past it.
+template <typename T>
+Packed<T> pack(const T* src, int64_t K, int64_t N, int64_t ld, bool transpose, T** at) {
+  const int64_t width = kV * kLanes<T>;
+  T* out = *at;
+  for (int64_t b = 0; b < column_blocks<T>(N, kV); ++b)
+    for (int64_t k = 0; k < K; ++k)
+      for (int64_t c = 0; c < width; ++c) {
+        const int64_t n = b * width + c;
+        *out++ = n >= N ? T(0) : transpose ? src[n * ld + k] : src[k * ld + n];
+      }
+  const Packed<T> packed{*at, K, N};
+  *at += packed_columns_size<T>(K, N, kV);
+  return packed;
 }
 
-// The backward of recurrent_products: dh [B, P] += per gate (dg[g] W_hh[g]) * masks[g].
+// The per-step products with W_hh for its first `gates` gates: all at once, or gate by gate
+// where the recurrent gate masks differ. Forward multiplies by W_hh^T, backward by W_hh.
 template <typename T>
-void recurrent_grad(int64_t B, int64_t N, int64_t H, int64_t P, int gates, const T* dg,
-                    int64_t ld, const T* w_hh, const T* masks, T* scratch, T* dh) {
-  if (masks == nullptr) {
-    gemm<T>(false, false, B, P, gates * H, T(1), dg, ld, w_hh, P, T(1), dh, P);
-    return;
+class StepWeights {
+ public:
+  StepWeights(const T* w_hh, int64_t H, int64_t N, int64_t P, int gates, bool per_gate,
+              bool transpose)
+      : H_(H), N_(N), P_(P), gates_(per_gate ? gates : 1),
+        panels_(gates_ * block_size(per_gate ? H : gates * H, P, transpose)) {
+    T* at = panels_.get();
+    const int64_t rows = per_gate ? H : gates * H;  // of W_hh in each packed block
+    for (int g = 0; g < gates_; ++g)
+      packed_[g] = transpose ? pack(w_hh + g * H * P, P, rows, P, true, &at)
+                             : pack(w_hh + g * H * P, rows, P, P, false, &at);
   }
-  for (int g = 0; g < gates; ++g) {
-    gemm<T>(false, false, B, P, H, T(1), dg + g * H, ld, w_hh + g * H * P, P, T(0), scratch, P);
-    const T* m = masks + g * N * P;
-    for (int64_t i = 0; i < B * P; ++i) dh[i] += scratch[i] * m[i];
+
+  // gh [B, GH] columns [0, gates * H) from h [B, P] (what the cell sees): per gate
+  // (h * masks[g]) W_hh[g]^T, or h W_hh^T without masks.
+  void forward(int64_t B, const T* h, const T* masks, T* scratch, T* gh, int64_t GH) const {
+    if (masks == nullptr) {
+      packed_[0].times(B, h, P_, gh, GH, false);
+      return;
+    }
+    for (int g = 0; g < gates_; ++g) {
+      mask_batch(B, P_, h, masks + g * N_ * P_, scratch);
+      packed_[g].times(B, scratch, P_, gh + g * H_, GH, false);
+    }
   }
+
+  // dh [B, P] += per gate (dg[g] W_hh[g]) * masks[g], or dg W_hh without masks.
+  void backward(int64_t B, const T* dg, int64_t ld, const T* masks, T* scratch, T* dh) const {
+    if (masks == nullptr) {
+      packed_[0].times(B, dg, ld, dh, P_, true);
+      return;
+    }
+    for (int g = 0; g < gates_; ++g) {
+      packed_[g].times(B, dg + g * H_, ld, scratch, P_, false);
+      const T* m = masks + g * N_ * P_;
+      for (int64_t i = 0; i < B * P_; ++i) dh[i] += scratch[i] * m[i];
+    }
+  }
+
+ private:
+  // Elements of one packed block of `rows` rows of W_hh.
+  static int64_t block_size(int64_t rows, int64_t P, bool transpose) {
+    return transpose ? packed_columns_size<T>(P, rows, kV) : packed_columns_size<T>(rows, P, kV);
+  }
+
+  int64_t H_, N_, P_;
+  int gates_;  // packed blocks: the gates one by one, or 1 for all together
+  Buffer<T> panels_;
+  Packed<T> packed_[4];
+};
+
+// Threads for a time loop whose weights (`weights` elements in all) every thread reads at
+// every step: samples are independent, so with enough of them each thread runs its own rows
+// through all steps with no barrier (StepSplit::by_rows); else one thread.
+template <typename T>
+int row_threads(const Plan& p, int64_t H, int64_t weights) {
+  const int threads = threads_for(p.steps ? p.batch[0] : 0, p.rows, H, weights);
+  return split_by_rows(p, threads, weights * static_cast<int64_t>(sizeof(T))) ? threads : 1;
 }
 
 }  // namespace
@@ -204,107 +271,118 @@ void regularised_forward(const RegFwdArgs<T>& a) {
   const T* rec = pm.recurrent_gate_masks;
   const T* bi = a.w.b_ih;
   const T* bh = a.w.b_hh;
-  for (int64_t t = 0; t < p.steps; ++t) {
-    const int64_t B = p.batch[t], off = p.offset[t];
-    const T* h_prev = t == 0 ? h0s : tr.h + p.offset[t - 1] * P;
-    const T* c_prev = !lstm ? nullptr : t == 0 ? c0s : tr.c + p.offset[t - 1] * H;
-    const T* hs = h_prev;
-    if (pm.state_mask) {
-      mask_batch(B, P, h_prev, pm.state_mask, seen);
-      hs = seen;
-    }
-    // GRU reset before: n's recurrent term needs r first (below).
-    const int direct_gates = gru && !d.reset_after ? 2 : G;
-    recurrent_products(B, N, H, P, direct_gates, hs, a.w.w_hh, rec, masked, gh, GH);
-
-    for (int64_t k = 0; k < B; ++k) {
-      const int64_t r = off + k;
-      const T* gxr = gx + r * GH;
-      const T* ghr = gh + k * GH;
-      T* out = tr.out + r * P;
-      if (lstm) {
-        T* act = tr.act + r * S;
-        T* h_raw = proj ? tr.hraw + r * H : out;
-        for_lanes<T>(0, H, [&](int64_t j, auto m) {
-          const auto pre = [&](int g) {
-            return load(gxr + g * H + j, m) + load(ghr + g * H + j, m) +
-                   load(bias + g * H + j, m);
-          };
-          const Vec<T> si = gate.keep(pre(0)), sf = gate.keep(pre(1));
-          const Vec<T> c_hat = vtanh(pre(2)), so = gate.keep(pre(3));
-          Vec<T> c = gate.value(sf) * load(c_prev + k * H + j, m) + gate.value(si) * c_hat;
-          if (clip.on) c = clip.apply(c);
-          store(tr.c_new + r * H + j, c, m);
-          store(h_raw + j, gate.value(so) * vtanh(c), m);
-          store(act + j, si, m);
-          store(act + H + j, sf, m);
-          store(act + 2 * H + j, c_hat, m);
-          store(act + 3 * H + j, so, m);
-        });
-      } else if (gru) {
-        T* act = tr.act + r * S;
-        const T* hk = hs + k * H;
-        for_lanes<T>(0, H, [&](int64_t j, auto m) {
-          const auto kept = [&](int g) {
-            return gate.keep(load(gxr + g * H + j, m) + load(ghr + g * H + j, m) +
-                             load(bi + g * H + j, m) + load(bh + g * H + j, m));
-          };
-          const Vec<T> sr = kept(0), sz = kept(1);
-          store(act + j, sr, m);
-          store(act + H + j, sz, m);
-          if (d.reset_after) {
-            const Vec<T> q = load(ghr + 2 * H + j, m) + load(bh + 2 * H + j, m);
-            const Vec<T> n = vtanh(load(gxr + 2 * H + j, m) + load(bi + 2 * H + j, m) +
-                                   gate.value(sr) * q);
-            const Vec<T> z = gate.value(sz);
-            store(out + j, (T(1) - z) * n + z * load(hk + j, m), m);
-            store(act + 2 * H + j, n, m);
-            store(act + 3 * H + j, q, m);
-          } else {
-            const Vec<T> h2 = rec ? load(hk + j, m) * load(rec + 2 * N * P + k * P + j, m)
-                                  : load(hk + j, m);
-            store(act + 3 * H + j, gate.value(sr) * h2, m);
-          }
-        });
-      } else {
-        for_lanes<T>(0, H, [&](int64_t j, auto m) {
-          const Vec<T> pre = load(gxr + j, m) + load(ghr + j, m) + load(bias + j, m);
-          store(out + j, relu ? (pre < T(0) ? Vec<T>{} : pre) : vtanh(pre), m);
-        });
+  // GRU reset before: n's recurrent term needs r first (W_hn, below).
+  const int direct_gates = gru && !d.reset_after ? 2 : G;
+  const StepWeights<T> w_hh(a.w.w_hh, H, N, P, direct_gates, rec != nullptr, true);
+  Buffer<T> w_hn_hr(packed_columns_size<T>(H, H, kV) +
+                    (proj ? packed_columns_size<T>(H, P, kV) : 0));
+  T* at = w_hn_hr.get();
+  const Packed<T> w_hn = gru && !d.reset_after
+                             ? pack(a.w.w_hh + 2 * H * H, H, H, H, true, &at) : Packed<T>{};
+  const Packed<T> w_hr = proj ? pack(a.w.w_hr, H, P, H, true, &at) : Packed<T>{};
+  const int threads = row_threads<T>(p, H, GH * P + H * P);
+  parallel_run(threads, [&](int tid, int n, Barrier&) {
+    const StepSplit rows_of = n > 1 ? rows_for(p, tid, n) : StepSplit{};
+    for (int64_t t = 0; t < p.steps; ++t) {
+      const int64_t B = p.batch[t], off = p.offset[t];
+      const int64_t lo = rows_of.lo(B), hi = rows_of.hi(B), rows = hi - lo;
+      const T* h_prev = t == 0 ? h0s : tr.h + p.offset[t - 1] * P;
+      const T* c_prev = !lstm ? nullptr : t == 0 ? c0s : tr.c + p.offset[t - 1] * H;
+      const T* hs = h_prev;
+      if (pm.state_mask) {
+        mask_batch(rows, P, h_prev + lo * P, pm.state_mask + lo * P, seen + lo * P);
+        hs = seen;
       }
-    }
-    if (gru && !d.reset_after) {
-      // n = tanh(x_n + b_in + W_hn (r * h) + b_hn), h' = (1 - z) * n + z * h.
-      product_nt<T>(B, H, H, tr.act + off * S + 3 * H, S, a.w.w_hh + 2 * H * H, H, false,
-                    gh + 2 * H, GH);
-      for (int64_t k = 0; k < B; ++k) {
+      w_hh.forward(rows, hs + lo * P, rec ? rec + lo * P : nullptr, masked + lo * P, gh + lo * GH,
+                   GH);
+
+      for (int64_t k = lo; k < hi; ++k) {
         const int64_t r = off + k;
-        T* act = tr.act + r * S;
-        for_lanes<T>(0, H, [&](int64_t j, auto m) {
-          const Vec<T> n = vtanh(load(gx + r * GH + 2 * H + j, m) + load(bi + 2 * H + j, m) +
-                                 load(gh + k * GH + 2 * H + j, m) + load(bh + 2 * H + j, m));
-          const Vec<T> z = gate.value(load(act + H + j, m));
-          store(tr.out + r * P + j, (T(1) - z) * n + z * load(hs + k * H + j, m), m);
-          store(act + 2 * H + j, n, m);
-        });
+        const T* gxr = gx + r * GH;
+        const T* ghr = gh + k * GH;
+        T* out = tr.out + r * P;
+        if (lstm) {
+          T* act = tr.act + r * S;
+          T* h_raw = proj ? tr.hraw + r * H : out;
+          for_lanes<T>(0, H, [&](int64_t j, auto m) {
+            const auto pre = [&](int g) {
+              return load(gxr + g * H + j, m) + load(ghr + g * H + j, m) +
+                     load(bias + g * H + j, m);
+            };
+            const Vec<T> si = gate.keep(pre(0)), sf = gate.keep(pre(1));
+            const Vec<T> c_hat = vtanh(pre(2)), so = gate.keep(pre(3));
+            Vec<T> c = gate.value(sf) * load(c_prev + k * H + j, m) + gate.value(si) * c_hat;
+            if (clip.on) c = clip.apply(c);
+            store(tr.c_new + r * H + j, c, m);
+            store(h_raw + j, gate.value(so) * vtanh(c), m);
+            store(act + j, si, m);
+            store(act + H + j, sf, m);
+            store(act + 2 * H + j, c_hat, m);
+            store(act + 3 * H + j, so, m);
+          });
+        } else if (gru) {
+          T* act = tr.act + r * S;
+          const T* hk = hs + k * H;
+          for_lanes<T>(0, H, [&](int64_t j, auto m) {
+            const auto kept = [&](int g) {
+              return gate.keep(load(gxr + g * H + j, m) + load(ghr + g * H + j, m) +
+                               load(bi + g * H + j, m) + load(bh + g * H + j, m));
+            };
+            const Vec<T> sr = kept(0), sz = kept(1);
+            store(act + j, sr, m);
+            store(act + H + j, sz, m);
+            if (d.reset_after) {
+              const Vec<T> q = load(ghr + 2 * H + j, m) + load(bh + 2 * H + j, m);
+              const Vec<T> n = vtanh(load(gxr + 2 * H + j, m) + load(bi + 2 * H + j, m) +
+                                     gate.value(sr) * q);
+              const Vec<T> z = gate.value(sz);
+              store(out + j, (T(1) - z) * n + z * load(hk + j, m), m);
+              store(act + 2 * H + j, n, m);
+              store(act + 3 * H + j, q, m);
+            } else {
+              const Vec<T> h2 = rec ? load(hk + j, m) * load(rec + 2 * N * P + k * P + j, m)
+                                    : load(hk + j, m);
+              store(act + 3 * H + j, gate.value(sr) * h2, m);
+            }
+          });
+        } else {
+          for_lanes<T>(0, H, [&](int64_t j, auto m) {
+            const Vec<T> pre = load(gxr + j, m) + load(ghr + j, m) + load(bias + j, m);
+            store(out + j, relu ? (pre < T(0) ? Vec<T>{} : pre) : vtanh(pre), m);
+          });
+        }
       }
-    }
-    if (proj)
-      product_nt<T>(B, P, H, tr.hraw + off * H, H, a.w.w_hr, H, false, tr.out + off * P, P);
+      if (gru && !d.reset_after) {
+        // n = tanh(x_n + b_in + W_hn (r * h) + b_hn), h' = (1 - z) * n + z * h.
+        w_hn.times(rows, tr.act + (off + lo) * S + 3 * H, S, gh + lo * GH + 2 * H, GH, false);
+        for (int64_t k = lo; k < hi; ++k) {
+          const int64_t r = off + k;
+          T* act = tr.act + r * S;
+          for_lanes<T>(0, H, [&](int64_t j, auto m) {
+            const Vec<T> n = vtanh(load(gx + r * GH + 2 * H + j, m) + load(bi + 2 * H + j, m) +
+                                   load(gh + k * GH + 2 * H + j, m) + load(bh + 2 * H + j, m));
+            const Vec<T> z = gate.value(load(act + H + j, m));
+            store(tr.out + r * P + j, (T(1) - z) * n + z * load(hs + k * H + j, m), m);
+            store(act + 2 * H + j, n, m);
+          });
+        }
+      }
+      if (proj) w_hr.times(rows, tr.hraw + (off + lo) * H, H, tr.out + (off + lo) * P, P, false);
 
-    // Zoneout: each unit takes the new value where its mask is set, else keeps the old one.
-    const auto zoneout = [&](const T* mask, int64_t width, const T* fresh, const T* old,
-                             T* dst) {
-      for (int64_t i = 0; i < B * width; ++i) {
-        const int64_t at = off * width + i;
-        dst[at] = mask[at] != T(0) ? fresh[at] : old ? old[i] : T(0);
-      }
-    };
-    if (pm.zoneout_h) zoneout(pm.zoneout_h, P, tr.out, h_prev, tr.h);
-    if (pm.zoneout_c) zoneout(pm.zoneout_c, H, tr.c_new, c_prev, tr.c);
-    if (pm.zoneout_y)
-      zoneout(pm.zoneout_y, P, tr.out, t == 0 ? nullptr : tr.y + p.offset[t - 1] * P, tr.y);
-  }
+      // Zoneout: each unit takes the new value where its mask is set, else keeps the old one.
+      const auto zoneout = [&](const T* mask, int64_t width, const T* fresh, const T* old,
+                               T* dst) {
+        for (int64_t i = lo * width; i < hi * width; ++i) {
+          const int64_t at = off * width + i;
+          dst[at] = mask[at] != T(0) ? fresh[at] : old ? old[i] : T(0);
+        }
+      };
+      if (pm.zoneout_h) zoneout(pm.zoneout_h, P, tr.out, h_prev, tr.h);
+      if (pm.zoneout_c) zoneout(pm.zoneout_c, H, tr.c_new, c_prev, tr.c);
+      if (pm.zoneout_y)
+        zoneout(pm.zoneout_y, P, tr.out, t == 0 ? nullptr : tr.y + p.offset[t - 1] * P, tr.y);
+    }
+  });
 
   scatter_output(p, tr.y, P, a.y);
   if (a.hy != nullptr) gather_final(p, tr.h, h0s, P, a.hy);
@@ -364,6 +442,15 @@ void regularised_backward(const RegBwdArgs<T>& a) {
       .add(&drh, gru && !d.reset_after ? N * H : 0)
       .allocate();
 
+  const int direct_gates = gru && !d.reset_after ? 2 : G;
+  const StepWeights<T> w_hh(a.w.w_hh, H, N, P, direct_gates, rec != nullptr, false);
+  Buffer<T> w_hn_hr(packed_columns_size<T>(H, H, kV) +
+                    (proj ? packed_columns_size<T>(P, H, kV) : 0));
+  T* at = w_hn_hr.get();
+  const Packed<T> w_hn = gru && !d.reset_after
+                             ? pack(a.w.w_hh + 2 * H * H, H, H, H, false, &at) : Packed<T>{};
+  const Packed<T> w_hr = proj ? pack(a.w.w_hr, P, H, H, false, &at) : Packed<T>{};
+
   gather_rows(p, a.x, C, xp, C);
   if (a.dy) gather_output_grad(p, a.dy, P, dyp);
   gather_state(p, a.h0, P, h0s);
@@ -372,126 +459,130 @@ void regularised_backward(const RegBwdArgs<T>& a) {
   if (lstm) gather_state(p, a.dcy, H, dc);
   if (dyc) std::fill(dyc, dyc + N * P, T(0));
 
-  for (int64_t t = p.steps - 1; t >= 0; --t) {
-    const int64_t B = p.batch[t], off = p.offset[t];
-    const T* h_prev = t == 0 ? h0s : tr.h + p.offset[t - 1] * P;
-    const T* c_prev = !lstm ? nullptr : t == 0 ? c0s : tr.c + p.offset[t - 1] * H;
-    const T* hs = h_prev;
-    if (pm.state_mask) {
-      mask_batch(B, P, h_prev, pm.state_mask, seen);
-      hs = seen;
-    }
-    // The gradient w.r.t. h' (dhn): from this step's output y_t (dy and, through zoneout_y,
-    // the later steps' y_prev) and from the state h_t where zoneout takes h'. What zoneout
-    // keeps from h_{t-1}, c_{t-1} and y_prev passes straight to them (dh, dc, dyc).
-    for (int64_t i = 0; i < B * P; ++i) {
-      const int64_t at = off * P + i;
-      T from_y = dyp ? dyp[at] : T(0);
-      if (dyc) {
-        from_y += dyc[i];
-        const bool take = pm.zoneout_y[at] != T(0);
-        dyc[i] = take ? T(0) : from_y;
-        from_y = take ? from_y : T(0);
+  const int threads = row_threads<T>(p, H, GH * P + H * P);
+  parallel_run(threads, [&](int tid, int n, Barrier&) {
+    const StepSplit rows_of = n > 1 ? rows_for(p, tid, n) : StepSplit{};
+    for (int64_t t = p.steps - 1; t >= 0; --t) {
+      const int64_t B = p.batch[t], off = p.offset[t];
+      const int64_t lo = rows_of.lo(B), hi = rows_of.hi(B), rows = hi - lo;
+      const T* h_prev = t == 0 ? h0s : tr.h + p.offset[t - 1] * P;
+      const T* c_prev = !lstm ? nullptr : t == 0 ? c0s : tr.c + p.offset[t - 1] * H;
+      const T* hs = h_prev;
+      if (pm.state_mask) {
+        mask_batch(rows, P, h_prev + lo * P, pm.state_mask + lo * P, seen + lo * P);
+        hs = seen;
       }
-      const bool take_h = pm.zoneout_h == nullptr || pm.zoneout_h[at] != T(0);
-      dhn[i] = from_y + (take_h ? dh[i] : T(0));
-      dh[i] = take_h ? T(0) : dh[i];
-    }
-    if (lstm) {
-      for (int64_t i = 0; i < B * H; ++i) {
-        const bool take = pm.zoneout_c == nullptr || pm.zoneout_c[off * H + i] != T(0);
-        dcn[i] = take ? dc[i] : T(0);
-        dc[i] = take ? T(0) : dc[i];
+      // The gradient w.r.t. h' (dhn): from this step's output y_t (dy and, through zoneout_y,
+      // the later steps' y_prev) and from the state h_t where zoneout takes h'. What zoneout
+      // keeps from h_{t-1}, c_{t-1} and y_prev passes straight to them (dh, dc, dyc).
+      for (int64_t i = lo * P; i < hi * P; ++i) {
+        const int64_t at = off * P + i;
+        T from_y = dyp ? dyp[at] : T(0);
+        if (dyc) {
+          from_y += dyc[i];
+          const bool take = pm.zoneout_y[at] != T(0);
+          dyc[i] = take ? T(0) : from_y;
+          from_y = take ? from_y : T(0);
+        }
+        const bool take_h = pm.zoneout_h == nullptr || pm.zoneout_h[at] != T(0);
+        dhn[i] = from_y + (take_h ? dh[i] : T(0));
+        dh[i] = take_h ? T(0) : dh[i];
       }
-    }
-    std::fill(dhs, dhs + B * P, T(0));
-    const T* dh_cell = dhn;
-    if (proj) {
-      // r' = W_hr h': dh' = dr' W_hr (and dW_hr = sum over steps dr'^T h').
-      std::copy(dhn, dhn + B * P, dr + off * P);
-      gemm<T>(false, false, B, H, P, T(1), dhn, P, a.w.w_hr, H, T(0), dh_raw, H);
-      dh_cell = dh_raw;
-    }
-
-    for (int64_t k = 0; k < B; ++k) {
-      const int64_t r = off + k;
-      T* dgxr = dgx + r * GH;
       if (lstm) {
-        // As lstm.cc's backward_rows, from c' (c_new) and the zoned c_{t-1}.
-        const T* act = tr.act + r * S;
-        for_lanes<T>(0, H, [&](int64_t j, auto m) {
-          const Vec<T> si = load(act + j, m), sf = load(act + H + j, m);
-          const Vec<T> c_hat = load(act + 2 * H + j, m), so = load(act + 3 * H + j, m);
-          const Vec<T> i = gate.value(si), f = gate.value(sf), o = gate.value(so);
-          const Vec<T> cp = load(c_prev + k * H + j, m), dhv = load(dh_cell + k * H + j, m);
-          const Vec<T> tc = vtanh(load(tr.c_new + r * H + j, m));
-          Vec<T> dcv = load(dcn + k * H + j, m) + dhv * o * (T(1) - tc * tc);
-          Vec<T> df = gate.times_slope(dcv * cp, sf);
-          if (clip.on) {
-            const Vec<T> pre = f * cp + i * c_hat;
-            const auto through = (pre >= clip.lo) & (pre <= clip.hi);
-            dcv = through ? dcv : Vec<T>{};
-            df = through ? df : Vec<T>{};
-          }
-          store(dc + k * H + j, load(dc + k * H + j, m) + dcv * f, m);
-          store(dgxr + j, gate.times_slope(dcv * c_hat, si), m);
-          store(dgxr + H + j, df, m);
-          store(dgxr + 2 * H + j, dcv * i * (T(1) - c_hat * c_hat), m);
-          store(dgxr + 3 * H + j, gate.times_slope(dhv * tc, so), m);
-        });
-      } else if (gru) {
-        // h' = (1 - z) * n + z * h, h what the cell saw:
-        //   d(pre n) = dh' (1 - z)(1 - n^2),  d(pre z) = dh' (h - n) sigma'_z,  dh += dh' z;
-        //   reset_after: d(pre r) = d(pre n) q sigma'_r, the recurrent n gradient d(pre n) r.
-        const T* act = tr.act + r * S;
-        T* dghr = dgh + r * GH;
-        for_lanes<T>(0, H, [&](int64_t j, auto m) {
-          const Vec<T> sr = load(act + j, m), sz = load(act + H + j, m);
-          const Vec<T> z = gate.value(sz), n = load(act + 2 * H + j, m);
-          const Vec<T> dhv = load(dhn + k * H + j, m);
-          const Vec<T> dn = dhv * (T(1) - z) * (T(1) - n * n);
-          const Vec<T> dz = gate.times_slope(dhv * (load(hs + k * H + j, m) - n), sz);
-          store(dgxr + H + j, dz, m);
-          store(dgxr + 2 * H + j, dn, m);
-          store(dhs + k * H + j, dhv * z, m);
-          if (d.reset_after) {
-            const Vec<T> dr_ = gate.times_slope(dn * load(act + 3 * H + j, m), sr);
-            store(dgxr + j, dr_, m);
-            store(dghr + j, dr_, m);
-            store(dghr + H + j, dz, m);
-            store(dghr + 2 * H + j, dn * gate.value(sr), m);
-          }
-        });
-      } else {
-        const T* out = tr.out + r * P;
-        for_lanes<T>(0, H, [&](int64_t j, auto m) {
-          const Vec<T> h = load(out + j, m), dhv = load(dhn + k * H + j, m);
-          store(dgxr + j, relu ? (h > T(0) ? dhv : Vec<T>{}) : dhv * (T(1) - h * h), m);
-        });
+        for (int64_t i = lo * H; i < hi * H; ++i) {
+          const bool take = pm.zoneout_c == nullptr || pm.zoneout_c[off * H + i] != T(0);
+          dcn[i] = take ? dc[i] : T(0);
+          dc[i] = take ? T(0) : dc[i];
+        }
       }
-    }
-    if (gru && !d.reset_after) {
-      // n's recurrent term is W_hn q with q = r * h2 (h2 = h * recurrent mask of n):
-      // dq = d(pre n) W_hn, d(pre r) = dq h2 sigma'_r, dh2 = dq r.
-      gemm<T>(false, false, B, H, H, T(1), dgx + off * GH + 2 * H, GH, a.w.w_hh + 2 * H * H, H,
-              T(0), drh, H);
-      for (int64_t k = 0; k < B; ++k) {
-        const T* act = tr.act + (off + k) * S;
-        for_lanes<T>(0, H, [&](int64_t j, auto m) {
-          const Vec<T> sr = load(act + j, m), dq = load(drh + k * H + j, m);
-          const Vec<T> mask = rec ? load(rec + 2 * N * P + k * P + j, m) : splat(T(1));
-          const Vec<T> h2 = load(hs + k * H + j, m) * mask;
-          store(dgx + (off + k) * GH + j, gate.times_slope(dq * h2, sr), m);
-          store(dhs + k * H + j, load(dhs + k * H + j, m) + dq * gate.value(sr) * mask, m);
-        });
+      std::fill(dhs + lo * P, dhs + hi * P, T(0));
+      const T* dh_cell = dhn;
+      if (proj) {
+        // r' = W_hr h': dh' = dr' W_hr (and dW_hr = sum over steps dr'^T h').
+        std::copy(dhn + lo * P, dhn + hi * P, dr + (off + lo) * P);
+        w_hr.times(rows, dhn + lo * P, P, dh_raw + lo * H, H, false);
+        dh_cell = dh_raw;
       }
+
+      for (int64_t k = lo; k < hi; ++k) {
+        const int64_t r = off + k;
+        T* dgxr = dgx + r * GH;
+        if (lstm) {
+          // As lstm.cc's backward_rows, from c' (c_new) and the zoned c_{t-1}.
+          const T* act = tr.act + r * S;
+          for_lanes<T>(0, H, [&](int64_t j, auto m) {
+            const Vec<T> si = load(act + j, m), sf = load(act + H + j, m);
+            const Vec<T> c_hat = load(act + 2 * H + j, m), so = load(act + 3 * H + j, m);
+            const Vec<T> i = gate.value(si), f = gate.value(sf), o = gate.value(so);
+            const Vec<T> cp = load(c_prev + k * H + j, m), dhv = load(dh_cell + k * H + j, m);
+            const Vec<T> tc = vtanh(load(tr.c_new + r * H + j, m));
+            Vec<T> dcv = load(dcn + k * H + j, m) + dhv * o * (T(1) - tc * tc);
+            Vec<T> df = gate.times_slope(dcv * cp, sf);
+            if (clip.on) {
+              const Vec<T> pre = f * cp + i * c_hat;
+              const auto through = (pre >= clip.lo) & (pre <= clip.hi);
+              dcv = through ? dcv : Vec<T>{};
+              df = through ? df : Vec<T>{};
+            }
+            store(dc + k * H + j, load(dc + k * H + j, m) + dcv * f, m);
+            store(dgxr + j, gate.times_slope(dcv * c_hat, si), m);
+            store(dgxr + H + j, df, m);
+            store(dgxr + 2 * H + j, dcv * i * (T(1) - c_hat * c_hat), m);
+            store(dgxr + 3 * H + j, gate.times_slope(dhv * tc, so), m);
+          });
+        } else if (gru) {
+          // h' = (1 - z) * n + z * h, h what the cell saw:
+          //   d(pre n) = dh' (1 - z)(1 - n^2),  d(pre z) = dh' (h - n) sigma'_z,  dh += dh' z;
+          //   reset_after: d(pre r) = d(pre n) q sigma'_r, the recurrent n gradient d(pre n) r.
+          const T* act = tr.act + r * S;
+          T* dghr = dgh + r * GH;
+          for_lanes<T>(0, H, [&](int64_t j, auto m) {
+            const Vec<T> sr = load(act + j, m), sz = load(act + H + j, m);
+            const Vec<T> z = gate.value(sz), n = load(act + 2 * H + j, m);
+            const Vec<T> dhv = load(dhn + k * H + j, m);
+            const Vec<T> dn = dhv * (T(1) - z) * (T(1) - n * n);
+            const Vec<T> dz = gate.times_slope(dhv * (load(hs + k * H + j, m) - n), sz);
+            store(dgxr + H + j, dz, m);
+            store(dgxr + 2 * H + j, dn, m);
+            store(dhs + k * H + j, dhv * z, m);
+            if (d.reset_after) {
+              const Vec<T> dr_ = gate.times_slope(dn * load(act + 3 * H + j, m), sr);
+              store(dgxr + j, dr_, m);
+              store(dghr + j, dr_, m);
+              store(dghr + H + j, dz, m);
+              store(dghr + 2 * H + j, dn * gate.value(sr), m);
+            }
+          });
+        } else {
+          const T* out = tr.out + r * P;
+          for_lanes<T>(0, H, [&](int64_t j, auto m) {
+            const Vec<T> h = load(out + j, m), dhv = load(dhn + k * H + j, m);
+            store(dgxr + j, relu ? (h > T(0) ? dhv : Vec<T>{}) : dhv * (T(1) - h * h), m);
+          });
+        }
+      }
+      if (gru && !d.reset_after) {
+        // n's recurrent term is W_hn q with q = r * h2 (h2 = h * recurrent mask of n):
+        // dq = d(pre n) W_hn, d(pre r) = dq h2 sigma'_r, dh2 = dq r.
+        w_hn.times(rows, dgx + (off + lo) * GH + 2 * H, GH, drh + lo * H, H, false);
+        for (int64_t k = lo; k < hi; ++k) {
+          const T* act = tr.act + (off + k) * S;
+          for_lanes<T>(0, H, [&](int64_t j, auto m) {
+            const Vec<T> sr = load(act + j, m), dq = load(drh + k * H + j, m);
+            const Vec<T> mask = rec ? load(rec + 2 * N * P + k * P + j, m) : splat(T(1));
+            const Vec<T> h2 = load(hs + k * H + j, m) * mask;
+            store(dgx + (off + k) * GH + j, gate.times_slope(dq * h2, sr), m);
+            store(dhs + k * H + j, load(dhs + k * H + j, m) + dq * gate.value(sr) * mask, m);
+          });
+        }
+      }
+      w_hh.backward(rows, dgh + (off + lo) * GH, GH, rec ? rec + lo * P : nullptr,
+                    scratch + lo * P, dhs + lo * P);
+      // h_{t-1} reaches the cell as h_{t-1} * state_mask.
+      for (int64_t i = lo * P; i < hi * P; ++i)
+        dh[i] += pm.state_mask ? dhs[i] * pm.state_mask[i] : dhs[i];
     }
-    const int direct_gates = gru && !d.reset_after ? 2 : G;
-    recurrent_grad(B, N, H, P, direct_gates, dgh + off * GH, GH, a.w.w_hh, rec, scratch, dhs);
-    // h_{t-1} reaches the cell as h_{t-1} * state_mask.
-    for (int64_t i = 0; i < B * P; ++i)
-      dh[i] += pm.state_mask ? dhs[i] * pm.state_mask[i] : dhs[i];
-  }
+  });
 
   // Gradients over all steps: dx = dG W_ih (per gate, masked, with input masks), dW_ih =
   // dG^T x (x masked per gate), dW_hh = dG_h^T h_seen (masked per gate), the biases the
@@ -534,7 +625,6 @@ void regularised_backward(const RegBwdArgs<T>& a) {
       Buffer<T> hprev(p.rows * P);
       shift_prev(p, tr.h, h0s, P, hprev.get(), P);
       if (pm.state_mask) mask_rows(p, hprev.get(), P, P, pm.state_mask, hprev.get());
-      const int direct_gates = gru && !d.reset_after ? 2 : G;
       for (int gi = 0; gi < (rec ? direct_gates : 1); ++gi) {
         const T* hsrc = hprev.get();
         if (rec) {

@@ -1,6 +1,6 @@
 // The kernels without Python: forward + backward of every mode and option (projection,
-// clipping, both GRU variants, reverse), with all, variable and masked positions (lengths 0,
-// 1 and T), float32 and float64, on one and on two threads. Built with
+// clipping, both GRU variants, reverse, the regularisers' masks), with all, variable and
+// masked positions (lengths 0, 1 and T), float32 and float64, on one and on two threads. Built with
 // -DFUSEDRNN_BUILD_TESTS=ON; run under AddressSanitizer + UndefinedBehaviorSanitizer
 // (-DFUSEDRNN_SANITIZE="address;undefined", LeakSanitizer on at exit) or valgrind, where it
 // must finish with no report. It also checks what it computes, so that a sanitizer run that
@@ -8,8 +8,9 @@
 //   - a repeated call gives bit-identical outputs and gradients, and an inference forward
 //     (no reserve: the kernels' own buffers) gives the training forward's outputs;
 //   - skipped positions: y is 0 (lengths) or carries the previous output (masks), dx is 0;
-//     the final state is the output of the last visited step (h0 for length 0);
-//   - clipping keeps cy inside [clip_min, clip_max];
+//     the final state is the output of the last visited step (h0 for length 0; not checked
+//     with zoneout, which keeps states apart from the output);
+//   - clipping keeps cy inside [clip_min, clip_max] (without zoneout, which may keep c0);
 //   - float64 gradients match central differences of the loss sum(dy*y) + sum(dhy*hy) +
 //     sum(dcy*cy) on sampled coordinates of every input (cases without clipping);
 //   - at a large hidden size, a call reserves address space in proportion to what it needs
@@ -54,6 +55,7 @@ struct Case {
   bool clip_nan = false;
   int threads = 1;
   bool hard_sigmoid = false;  // gate_activation
+  bool masks = false;         // every regulariser of rnn.h's Masks at once
 };
 
 const char* mode_name(Mode m) {
@@ -69,10 +71,10 @@ std::string describe(const Case& c, const char* dtype) {
   char buf[256];
   std::snprintf(buf, sizeof buf,
                 "%s T=%ld N=%ld C=%ld H=%ld P=%ld pos=%d reverse=%d reset_after=%d clip=%d "
-                "clip_nan=%d threads=%d hard_sigmoid=%d %s",
+                "clip_nan=%d threads=%d hard_sigmoid=%d masks=%d %s",
                 mode_name(c.mode), long(c.T), long(c.N), long(c.C), long(c.H), long(c.P),
                 int(c.positions), int(c.reverse), int(c.reset_after), int(c.clip),
-                int(c.clip_nan), c.threads, int(c.hard_sigmoid), dtype);
+                int(c.clip_nan), c.threads, int(c.hard_sigmoid), int(c.masks), dtype);
   return buf;
 }
 
@@ -82,8 +84,23 @@ struct Problem {
   RnnDesc desc;
   std::vector<int32_t> lengths, positions;  // positions: [N, T] (masks only)
   std::vector<T> x, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0, dy, dhy, dcy;
+  // The masks (Case::masks), empty otherwise.
+  std::vector<T> zoneout_h, zoneout_c, zoneout_y, state_mask, input_gate_masks,
+      recurrent_gate_masks;
   // visited[t * N + n]: sample n runs at position t.
   std::vector<char> visited;
+
+  fusedrnn::Masks<T> masks() const {
+    const auto data = [](const std::vector<T>& v) { return v.empty() ? nullptr : v.data(); };
+    fusedrnn::Masks<T> m;
+    m.zoneout_h = data(zoneout_h);
+    m.zoneout_c = data(zoneout_c);
+    m.zoneout_y = data(zoneout_y);
+    m.state_mask = data(state_mask);
+    m.input_gate_masks = data(input_gate_masks);
+    m.recurrent_gate_masks = data(recurrent_gate_masks);
+    return m;
+  }
 
   fusedrnn::Valid valid() const {
     return fusedrnn::Valid(lengths.empty() ? nullptr : lengths.data(),
@@ -133,6 +150,19 @@ Problem<T> make_problem(const Case& c, unsigned seed) {
   fill(p.dy, c.T * c.N * P, 1.0);
   fill(p.dhy, c.N * P, 1.0);
   if (c.mode == Mode::kLstm) fill(p.dcy, c.N * H, 1.0);
+  if (c.masks) {
+    // Dropout masks as gluon and Keras draw them: 0 (a third of them) or 1 / (1 - 1/3).
+    auto dropout = [&](std::vector<T>& v, size_t n) {
+      v.resize(n);
+      for (auto& e : v) e = rng() % 3 == 0 ? T(0) : T(1.5);
+    };
+    dropout(p.zoneout_h, c.T * c.N * P);
+    if (c.mode == Mode::kLstm) dropout(p.zoneout_c, c.T * c.N * H);
+    dropout(p.zoneout_y, c.T * c.N * P);
+    dropout(p.state_mask, c.N * P);
+    dropout(p.input_gate_masks, G * c.N * c.C);
+    dropout(p.recurrent_gate_masks, G * c.N * P);
+  }
 
   p.visited.assign(c.T * c.N, 0);
   if (c.positions == Positions::kAll) {
@@ -181,10 +211,12 @@ Run<T> run(const Problem<T>& p) {
   r.y.assign(d.steps * d.batch * P, T(-7));  // overwritten everywhere, skipped positions too
   r.hy.assign(d.batch * P, T(-7));
   if (lstm) r.cy.assign(d.batch * H, T(-7));
-  r.reserve.resize(std::max<size_t>(fusedrnn::reserve_size(d), 1));  // backward wants non-null
+  const fusedrnn::Masks<T> masks = p.masks();
+  // (backward wants a non-null reserve)
+  r.reserve.resize(std::max<size_t>(fusedrnn::reserve_size(d, masks.any()), 1));
   fusedrnn::forward<T>(d, p.valid(), p.x.data(), p.weights(), p.h0.data(),
                        lstm ? p.c0.data() : nullptr, r.y.data(), r.hy.data(),
-                       lstm ? r.cy.data() : nullptr, r.reserve.data());
+                       lstm ? r.cy.data() : nullptr, r.reserve.data(), masks);
   r.dx.assign(p.x.size(), T(-7));
   r.dw_ih.assign(p.w_ih.size(), T(-7));
   r.dw_hh.assign(p.w_hh.size(), T(-7));
@@ -204,7 +236,7 @@ Run<T> run(const Problem<T>& p) {
   g.dc0 = lstm ? r.dc0.data() : nullptr;
   fusedrnn::backward<T>(d, p.valid(), p.x.data(), p.weights(), p.h0.data(),
                         lstm ? p.c0.data() : nullptr, r.reserve.data(), p.dy.data(),
-                        p.dhy.data(), lstm ? p.dcy.data() : nullptr, g);
+                        p.dhy.data(), lstm ? p.dcy.data() : nullptr, g, masks);
   return r;
 }
 
@@ -218,7 +250,7 @@ Run<T> infer(const Problem<T>& p) {
   if (lstm) r.cy.assign(d.batch * d.hidden_size, T(-7));
   fusedrnn::forward<T>(d, p.valid(), p.x.data(), p.weights(), p.h0.data(),
                        lstm ? p.c0.data() : nullptr, r.y.data(), r.hy.data(),
-                       lstm ? r.cy.data() : nullptr, nullptr);
+                       lstm ? r.cy.data() : nullptr, nullptr, p.masks());
   return r;
 }
 
@@ -253,7 +285,7 @@ double loss(const Problem<T>& p) {
     if (lstm) out.cy.resize(d.batch * d.hidden_size);
     fusedrnn::forward<T>(d, p.valid(), p.x.data(), p.weights(), p.h0.data(),
                          lstm ? p.c0.data() : nullptr, out.y.data(), out.hy.data(),
-                         lstm ? out.cy.data() : nullptr, nullptr);
+                         lstm ? out.cy.data() : nullptr, nullptr, p.masks());
     return out;
   }();
   double sum = 0;
@@ -352,10 +384,10 @@ void check_case(const Case& c, unsigned seed) {
     }
     const T* final_out = order.empty() ? p.h0.data() + n * P
                                        : r.y.data() + (order.back() * N + n) * P;
-    if (!std::equal(final_out, final_out + P, r.hy.data() + n * P))
+    if (!c.masks && !std::equal(final_out, final_out + P, r.hy.data() + n * P))
       fail(where, "hy[" + std::to_string(n) + "] is not the last visited output");
   }
-  for (int64_t n = 0; d.clip && n < N; ++n) {
+  for (int64_t n = 0; d.clip && !c.masks && n < N; ++n) {
     const bool ran = std::any_of(p.visited.begin(), p.visited.end(), [&](const char& v) {
       return v && (&v - p.visited.data()) % N == n;
     });
@@ -427,6 +459,13 @@ int main() {
                          true});
       }
     }
+  }
+  // The regularised path (every mask at once) on each of them but the one-step ones.
+  for (size_t i = 0, n = cases.size(); i < n; ++i) {
+    if (cases[i].T < 2) continue;
+    Case c = cases[i];
+    c.masks = true;
+    cases.push_back(c);
   }
   unsigned seed = 1;
   for (const Case& c : cases) {
