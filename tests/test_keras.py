@@ -150,12 +150,12 @@ def test_constructor_arguments(kind, kwargs, unroll):
 def fixed_dropout(monkeypatch):
     """K.dropout drawing fixed masks: the i-th mask a model draws is the i-th of a seeded
     sequence (set `period` to the masks per model), so stock Keras and the fused layers,
-    which draw their masks in the same order, get the same masks (MXNet's Dropout would draw
-    them in graph order), in predict too.
+    which draw their masks in the same order, get the same masks in training (MXNet's
+    Dropout would draw them in graph order), and none in predict, as MXNet's Dropout.
 
     Stock Keras cannot run dropout on MXNet at all: its cells draw the masks inside K.rnn's
     training pass and reuse them in its inference pass, where they have no symbol (an
-    AssertionError with unroll=True; unroll=False computes zeros). These masks are one symbol
+    AssertionError with unroll=True; unroll=False computes zeros). These masks have symbols
     for both passes."""
     class Drawn(list):
         period = None
@@ -170,7 +170,7 @@ def fixed_dropout(monkeypatch):
         index = mx.sym.contrib.arange_like(x.symbol)
         keep = (((index * 37 + 11 * which) % 17) >= 17 * level) / (1 - level)
         out = KerasSymbol(x.symbol * keep, neighbors=[x])
-        out._train_sym = out._pred_sym = x.symbol * keep
+        out._train_sym, out._pred_sym = x.symbol * keep, x.symbol
         return out
 
     monkeypatch.setattr(K, "dropout", dropout)
@@ -185,39 +185,47 @@ def dropout_variants(kind):
     return [{}]
 
 
+DROPOUTS = {"dropout": dict(dropout=0.4), "recurrent_dropout": dict(recurrent_dropout=0.3),
+            "both": dict(dropout=0.4, recurrent_dropout=0.3)}
+
+
 @pytest.mark.parametrize("kind,kwargs", [(k, v) for k in LAYERS for v in dropout_variants(k)])
 @pytest.mark.parametrize("go_backwards", [False, True])
-def test_input_dropout(kind, kwargs, go_backwards, fixed_dropout):
-    """Keras' input dropout (a mask per sample and feature, the same at every step; one per
-    gate with implementation=1) runs fused, with stock's numbers given the same masks."""
+@pytest.mark.parametrize("which", list(DROPOUTS))
+def test_dropout(kind, kwargs, go_backwards, which, fixed_dropout):
+    """Keras' dropout and recurrent_dropout (a mask per sample and feature, the same at every
+    step; one per gate with implementation=1) run fused, with stock's numbers given the same
+    masks."""
     x, y = data(21)
     gates = {"LSTM": 4, "GRU": 3, "SimpleRNN": 1}[kind]
-    fixed_dropout.period = gates
+    fixed_dropout.period = gates * len(DROPOUTS[which])
 
-    def build(fused):
-        return Sequential([rnn(kind, fused, batch_input_shape=(N, T, C), dropout=0.4,
-                               go_backwards=go_backwards, **kwargs)])
+    def build(fused, **dropouts):
+        return Sequential([rnn(kind, fused, batch_input_shape=(N, T, C),
+                               go_backwards=go_backwards, **dropouts, **kwargs)])
 
-    plain_pred, _, _ = run(Sequential([rnn(kind, False, batch_input_shape=(N, T, C),
-                                           go_backwards=go_backwards, **kwargs)]), x, y)
+    _, before, plain_after = run(build(False), x, y)
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         warnings.filterwarnings("ignore", "Optimizer created manually")
-        compare(build, x, y)
-    assert len(fixed_dropout) == 2 * gates  # stock's masks, then the fused layer's
-    assert not np.allclose(run(build(True), x, y)[0], plain_pred, atol=1e-3)
+        compare(lambda fused: build(fused, **DROPOUTS[which]), x, y)
+    assert len(fixed_dropout) == 2 * fixed_dropout.period  # stock's masks, then fused's
+    _, _, after = run(build(True, **DROPOUTS[which]), x, y, weights=before)
+    assert not np.allclose(after[1], plain_after[1], atol=1e-6)  # the masks acted
 
 
-def test_input_dropout_only_in_training():
+@pytest.mark.parametrize("kind", LAYERS)
+def test_dropout_only_in_training(kind):
     """With MXNet's own Dropout, predict runs without masks (stock's numbers) and training
     with them: a fused layer with dropout predicts as one without."""
     x, y = data(22)
-    stock = Sequential([rnn("LSTM", False, input_shape=(T, C))])
+    stock = Sequential([rnn(kind, False, input_shape=(T, C))])
     pred, before, _ = run(stock, x, y)
-    fused = Sequential([rnn("LSTM", True, input_shape=(T, C), dropout=0.5)])
+    fused = Sequential([rnn(kind, True, input_shape=(T, C), dropout=0.5,
+                            recurrent_dropout=0.5)])
     f_pred, _, f_after = run(fused, x, y, weights=before)
     np.testing.assert_allclose(f_pred, pred, rtol=1e-5, atol=1e-6)
-    plain = Sequential([rnn("LSTM", True, input_shape=(T, C))])
+    plain = Sequential([rnn(kind, True, input_shape=(T, C))])
     _, _, p_after = run(plain, x, y, weights=before)
     assert not np.allclose(f_after[0], p_after[0], atol=1e-6)
 
@@ -525,8 +533,8 @@ def test_patch_and_unpatch():
 @pytest.mark.parametrize("kwargs,reason", [
     (dict(recurrent_activation="tanh"), "recurrent_activation='tanh'"),
     (dict(activation="relu"), "activation='relu'"),
-    (dict(recurrent_dropout=0.3), "recurrent_dropout=0.3"),
-    (dict(recurrent_dropout=0.3, dropout=0.2), "recurrent_dropout=0.3"),
+    (dict(activation="relu", recurrent_dropout=0.3), "activation='relu'"),
+    (dict(activation="relu", recurrent_dropout=0.3, dropout=0.2), "activation='relu'"),
 ])
 def test_falls_back_to_keras_with_one_warning(kwargs, reason, fixed_dropout):
     """What the kernels lack runs Keras' own code (unrolled: its foreach path gives zeros)."""
@@ -544,20 +552,19 @@ def test_falls_back_to_keras_with_one_warning(kwargs, reason, fixed_dropout):
     assert len(ours) == 1 and reason in str(ours[0].message)
 
 
-@pytest.mark.parametrize("kind", LAYERS)
-def test_recurrent_dropout_runs(kind):
-    """Keras' own path with MXNet's Dropout, where stock keras-mxnet fails (unroll=True) or
-    computes zeros (unroll=False): predict without masks (stock's numbers without dropout),
+def test_dropout_on_keras_path_runs():
+    """Keras' own path (a layer the kernels cannot run) with MXNet's Dropout, where stock
+    keras-mxnet fails (unroll=True) or computes zeros (unroll=False): predict without masks,
     training with them."""
     x, y = data(23)
-    pred, before, _ = run(Sequential([rnn(kind, False, input_shape=(T, C))]), x, y)
+    kwargs = dict(input_shape=(T, C), activation="relu")
+    pred, before, plain_after = run(Sequential([rnn("LSTM", False, **kwargs)]), x, y)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        layer = rnn(kind, True, input_shape=(T, C), recurrent_dropout=0.5, dropout=0.5)
+        layer = rnn("LSTM", True, recurrent_dropout=0.5, dropout=0.5, **kwargs)
         f_pred, _, f_after = run(Sequential([layer]), x, y, weights=before)
     np.testing.assert_allclose(f_pred, pred, rtol=1e-5, atol=1e-6)
-    _, _, p_after = run(Sequential([rnn(kind, True, input_shape=(T, C))]), x, y, weights=before)
-    assert not np.allclose(f_after[1], p_after[1], atol=1e-6)
+    assert not np.allclose(f_after[1], plain_after[1], atol=1e-6)
 
 
 def test_stacked_fallback_layers_with_unknown_batch():

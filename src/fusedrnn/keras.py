@@ -143,28 +143,17 @@ def _reorder(w, units, order, axis):
     return mx.sym.concat(*blocks, dim=axis)
 
 
-def _block_diagonal(w, gates, units):
-    """[G*H, C] -> [G*H, G*C] with gate g's rows in column block g, zeros elsewhere: with the
-    inputs [T, N, G*C] of `gates` masked copies of x, the one input product is then each
-    gate's product with its own copy."""
-    rows = [mx.sym.slice_axis(w, axis=0, begin=g * units, end=(g + 1) * units)
-            for g in range(gates)]
-    zeros = mx.sym.zeros_like(rows[0])
-    return mx.sym.concat(*[mx.sym.concat(*[row if g == k else zeros for k in range(gates)],
-                                         dim=1)
-                           for g, row in enumerate(rows)], dim=0)
-
-
 @keras_mxnet_symbol
-def _fused_rnn(inputs, weights, states, mask, dropout_masks, mode, units, gate_order,
+def _fused_rnn(inputs, weights, states, mask, dropout, mode, units, gate_order,
                bias_layout, go_backwards, reset_after, return_sequences, gate_activation):
     """The operator over Keras tensors: (output, new states); output: [N, T, H] if
     return_sequences, else Keras' last output [N, H].
 
     inputs [N, T, C]; weights: [kernel, recurrent_kernel, (bias)] (KerasSymbols: passing them
     makes them neighbours of the result, which is how keras-mxnet finds their values);
-    states: [h0 (, c0)] [N, H], or [] for zeros; mask [N, T] or None; dropout_masks: Keras'
-    input dropout masks [N, C], one for all gates or one per gate in Keras' order, or [];
+    states: [h0 (, c0)] [N, H], or [] for zeros; mask [N, T] or None; dropout: Keras'
+    dropout masks, [input masks [N, C], recurrent masks [N, H]], each a list (one per gate
+    in Keras' order, or one for all gates) or empty;
     bias_layout: None (no
     bias), "one" (Keras' single bias, b_hh = 0) or "two" (GRU reset_after: [2, G*H]);
     gate_activation: Keras' name, or None for the operator's default (sigmoid)."""
@@ -190,16 +179,6 @@ def _fused_rnn(inputs, weights, states, mask, dropout_masks, mode, units, gate_o
             b_ih = _reorder(b_ih, units, gate_order, axis=0)
             b_hh = _reorder(b_hh, units, gate_order, axis=0)
     x = mx.sym.swapaxes(inputs.symbol, dim1=0, dim2=1)  # TNC
-    data = x
-    if len(dropout_masks) == 1:
-        data = mx.sym.broadcast_mul(x, mx.sym.expand_dims(dropout_masks[0].symbol, axis=0))
-    elif dropout_masks:
-        # Keras' implementation=1: gate g reads x * mask[g]. Until the kernels take a mask per
-        # gate, the input product runs over G masked copies of x against a block-diagonal
-        # w_ih: exact, at G times the input product's cost.
-        data = mx.sym.concat(*[mx.sym.broadcast_mul(
-            x, mx.sym.expand_dims(dropout_masks[g].symbol, axis=0)) for g in gate_order], dim=2)
-        w_ih = _block_diagonal(w_ih, gates, units)
     attrs = dict(mode=mode, reverse=go_backwards, reset_after=reset_after,
                  training=bool(K.learning_phase()))
     if gate_activation is not None:
@@ -221,12 +200,36 @@ def _fused_rnn(inputs, weights, states, mask, dropout_masks, mode, units, gate_o
     zeros = mx.sym.BlockGrad(mx.sym.zeros_like(mx.sym.slice_axis(x, axis=2, begin=0, end=1)))
     first = mx.sym.reshape(mx.sym.slice_axis(zeros, axis=0, begin=0, end=1), shape=(-3, 0))
     like_state = mx.sym.broadcast_to(first, shape=(0, units))
+    data, masks = x, {}
+    input_masks, recurrent_masks = dropout if K.learning_phase() else ([], [])
+    # (keras-mxnet builds a training and an inference symbol: Keras' dropout acts in training
+    # only, where MXNet's Dropout draws its masks.) What reaches the operator takes its shape
+    # from x's too, for the bridge (broadcasts and stacks of partly known shapes have none).
+    like = mx.sym._internal._identity_with_attr_like_rhs
+
+    def per_gate(masks, like_one):  # [N, X] each, Keras' order -> [G, N, X], the operator's
+        stacked = mx.sym.stack(*[masks[g].symbol for g in gate_order])
+        return like(stacked, mx.sym.broadcast_to(mx.sym.expand_dims(like_one, axis=0),
+                                                 shape=(gates, 0, 0)))
+
+    like_input = mx.sym.broadcast_to(first, shape=(0, K.int_shape(inputs)[-1]))
+    if len(input_masks) == 1:
+        data = like(mx.sym.broadcast_mul(x, mx.sym.expand_dims(input_masks[0].symbol, axis=0)),
+                    x)
+    elif input_masks:  # implementation=1: a mask per gate
+        masks["input_gate_masks"] = per_gate(input_masks, like_input)
+    if len(recurrent_masks) == 1:
+        # SimpleRNN, and implementation=2: h_tm1 * mask wherever the cell reads h_tm1
+        masks["state_mask"] = like(recurrent_masks[0].symbol, like_state)
+    elif recurrent_masks:
+        masks["recurrent_gate_masks"] = per_gate(recurrent_masks, like_state)
     if states:
         states = [mx.sym._internal._identity_with_attr_like_rhs(s.symbol, like_state)
                   for s in states]
     else:
         states = [like_state] * (2 if mode == "lstm" else 1)
-    out = fused_layer(mx.sym, data, [w_ih, w_hh, b_ih, b_hh], states, valid=valid, **attrs)
+    out = fused_layer(mx.sym, data, [w_ih, w_hh, b_ih, b_hh], states, valid=valid,
+                      masks=masks, **attrs)
     new_states = [mx.sym.broadcast_add(out[1 + k], like_state) for k in range(len(states))]
     if return_sequences:
         y = mx.sym.broadcast_add(out[0], mx.sym.broadcast_to(zeros, shape=(0, 0, units)))
@@ -309,15 +312,17 @@ class _FusedRNN:
         return recurrent._generate_dropout_mask(ones, rate, training=training,
                                                 count=self._gates)
 
-    def _input_dropout_masks(self, inputs, training):
-        """The masks of Keras' input dropout for the operator: one per gate (implementation=1),
-        or one for all (implementation=2, SimpleRNN), or none."""
-        masks = self._draw_masks(_step_ones(inputs), self.cell.dropout, training)
-        if masks is None:
-            return []
-        if self._gates == 1:
-            return [masks]
-        return masks if self.cell.implementation == 1 else masks[:1]
+    def _dropout_masks(self, inputs, training):
+        """Keras' dropout masks for the operator, [input masks, recurrent masks]: each one per
+        gate (implementation=1), or one for all gates (implementation=2, SimpleRNN), or
+        none."""
+        cell = self.cell
+        drawn = [self._draw_masks(_step_ones(inputs), cell.dropout, training),
+                 self._draw_masks(_state_of(inputs, units=cell.units, value=1),
+                                  cell.recurrent_dropout, training)]
+        per_gate = self._gates > 1 and cell.implementation == 1
+        return [[] if masks is None else [masks] if self._gates == 1 else
+                masks if per_gate else masks[:1] for masks in drawn]
 
     def _fused_plan(self):
         """(operator mode, gate order, why not) for this layer's cell."""
@@ -332,9 +337,6 @@ class _FusedRNN:
 
     def call(self, inputs, mask=None, training=None, initial_state=None):
         mode, gate_order, why_not = self._fused_plan()
-        if why_not is None and self.cell.recurrent_dropout:
-            why_not = (f"recurrent_dropout={self.cell.recurrent_dropout} is not in the "
-                       f"kernels")
         if why_not is not None:
             _warn_once(self, why_not)
             return self._keras_call(inputs, mask, training, initial_state)
@@ -351,16 +353,16 @@ class _FusedRNN:
                              f"{len(initial_state)} initial states.")
         cell = self.cell
         weights = [cell.kernel, cell.recurrent_kernel] + ([cell.bias] if cell.use_bias else [])
-        dropout_masks = self._input_dropout_masks(inputs, training)
+        dropout = self._dropout_masks(inputs, training)
         output, states = _fused_rnn(
-            inputs, weights, list(initial_state or []), mask, dropout_masks, mode=mode,
+            inputs, weights, list(initial_state or []), mask, dropout, mode=mode,
             units=cell.units,
             gate_order=gate_order, bias_layout=self._bias_layout(),
             go_backwards=self.go_backwards, reset_after=getattr(cell, "reset_after", False),
             return_sequences=self.return_sequences, gate_activation=self._gate_activation())
         if self.stateful:
             self.add_update(list(zip(self.states, states)), inputs)
-        if any(getattr(m, "_uses_learning_phase", False) for m in dropout_masks):
+        if any(getattr(m, "_uses_learning_phase", False) for m in sum(dropout, [])):
             for tensor in [output] + states:
                 tensor._uses_learning_phase = True
         if self.return_state:
