@@ -214,6 +214,24 @@ def test_dropout(kind, kwargs, go_backwards, which, fixed_dropout):
     assert not np.allclose(after[1], plain_after[1], atol=1e-6)  # the masks acted
 
 
+@pytest.mark.parametrize("kind,kwargs", [(k, v) for k in LAYERS for v in dropout_variants(k)])
+def test_operator_inputs_have_known_ranks(kind, kwargs, monkeypatch):
+    """keras-mxnet infers shapes with the batch size unknown; an input of unknown rank makes
+    MXNet 1.9.1's bridge to library operators overflow its shape buffer (heap corruption)."""
+    ranks = []
+
+    def spy(F, x, weights, states, w_hr=None, valid=None, masks=None, **attrs):
+        for s in [x, *weights, *states, *(masks or {}).values()]:
+            ranks.append(len(s.infer_shape_partial()[1][0]))
+        return fused_layer(F, x, weights, states, w_hr, valid, masks, **attrs)
+
+    fused_layer = fk.fused_layer
+    monkeypatch.setattr(fk, "fused_layer", spy)
+    Sequential([rnn(kind, True, input_shape=(T, C), dropout=0.3, recurrent_dropout=0.3,
+                    **kwargs)])
+    assert ranks and 0 not in ranks
+
+
 @pytest.mark.parametrize("kind", LAYERS)
 def test_dropout_only_in_training(kind):
     """With MXNet's own Dropout, predict runs without masks (stock's numbers) and training
