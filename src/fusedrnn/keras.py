@@ -24,10 +24,11 @@ Keras' semantics: a masked step keeps the states and repeats the previous output
 the first unmasked step), and costs nothing. The time length need not be fixed: a model built
 with `input_shape=(None, C)` runs batches of any length, with `unroll` True or False.
 
-Input `dropout` runs fused with Keras' masks (one [N, C] mask per sample and feature, the same
-at every step, drawn in training only; one per gate with implementation=1). What the kernels
-cannot compute yet makes that layer run Keras' own code, with one warning per reason:
-`recurrent_dropout`, activations other than tanh (and relu for SimpleRNN), and gate
+`dropout` and `recurrent_dropout` run fused with Keras' masks (one per sample and feature,
+the same at every step, drawn in training only; one per gate with implementation=1, else one
+for all gates): the operator's input_gate_masks / recurrent_gate_masks, or the masked input
+and its state_mask. What the kernels cannot compute makes that layer run Keras' own code,
+with one warning per reason: activations other than tanh (and relu for SimpleRNN), and gate
 activations other than sigmoid and hard_sigmoid (Keras 2.2.4's default). That path draws the
 dropout masks before K.rnn, where stock Keras' dropout fails with MXNet (see
 _FusedRNN._keras_call).
