@@ -470,6 +470,33 @@ def keras_table(data):
     return "\n".join(lines)
 
 
+# --------------------------------------------------------------------------- regularisers.json
+REGULARISED = {  # model -> (what it is, the fused implementation's stock counterparts)
+    "deepar": ("GluonTS DeepAR's RNN: 2 x LSTMCell(40), ZoneoutCell(zoneout_states=0.1), "
+               "residual, T 72, N 32", ["stock", "fused_no_zoneout", "stock_no_zoneout"]),
+    "lm": ("word LM: 2 x LSTMCell(200) in VariationalDropoutCell(0.2, 0.2, 0.2), vocab 2000, "
+           "T 35, N 32", ["stock"]),
+    "keras": ("Keras LSTM(128, recurrent_dropout=0.2), the seed's model", [
+        "stock_without_recurrent_dropout"]),
+}
+
+
+def regularisers_table(data):
+    h = data["header"]
+    lines = [machine_line(h, h["threads"][0]), "",
+             "| model | train step, fused ms | compared with | its ms | it / fused |",
+             "|---|---|---|---|---|"]
+    for r in data["rows"]:
+        what, others = REGULARISED[r["model"]]
+        i = r["impls"]
+        for k, other in enumerate(others):
+            first = k == 0
+            lines.append(f"| {what if first else ''} | "
+                         f"{fmt_ms(i['fused']) if first else ''} | {other.replace('_', ' ')} | "
+                         f"{fmt_ms(i.get(other))} | {fmt_x(r['ratio_vs_fused'].get(other))} |")
+    return "\n".join(lines)
+
+
 # --------------------------------------------------------------------------- the report
 SECTIONS = [  # (result file, title, markdown, regenerating command)
     ("rnn", "Gluon layers and cells vs MXNet and PyTorch", rnn_tables,
@@ -483,6 +510,8 @@ SECTIONS = [  # (result file, title, markdown, regenerating command)
     ("cell_step", "One cell step in a decoding loop, by MXNet engine", cell_step_table,
      "python bench/bench_cell_step.py"),
     ("keras", "Keras (keras-mxnet) on fused ops", keras_table, "python bench/bench_keras.py"),
+    ("regularisers", "Regularised recurrences (zoneout, variational and Keras dropout)",
+     regularisers_table, "python bench/bench_regularisers.py"),
 ]
 
 
