@@ -328,6 +328,18 @@ def test_kernels_without_masks_run_the_plain_code():
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("mode", ["lstm", "gru", "rnn_tanh"])
+def test_kernels_empty_sizes_and_all_lengths_zero(mode):
+    for T, N, lengths in [(0, 3, None), (4, 0, None), (4, 3, [0, 0, 0])]:
+        problem = make_problem(mode, T, N, 2, 5, lengths=lengths)
+        masks = draw_masks(mode, problem, reference.REGULARISERS)
+        upstream = make_upstream(mode, problem)
+        fwd, grads = run_kernels(mode, problem, upstream, **masks)
+        ref_fwd, ref_grads = run_reference(mode, problem, upstream, **masks)
+        assert_results_close(fwd, ref_fwd, rtol=0, atol=0)
+        assert_results_close(grads, ref_grads, rtol=0, atol=0)
+
+
 def test_kernels_zoneout_all_zero_keeps_everything():
     mode, problem, _ = setup("lstm_proj", 5, 3, 4, 6)
     T, N, _ = problem["x"].shape
