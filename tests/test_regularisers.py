@@ -403,6 +403,16 @@ def test_kernels_empty_sizes_and_all_lengths_zero(mode):
         assert_results_close(grads, ref_grads, rtol=0, atol=0)
 
 
+def test_kernels_take_strided_masks():
+    mode, problem, options = setup("lstm", 5, 3, 4, 6, masks=MECHANISMS["all"])
+    strided = {k: np.asfortranarray(v) for k, v in options.items()}
+    assert not strided["zoneout_h"].flags.c_contiguous
+    a = kernels.forward(mode, **problem, **options)
+    b = kernels.forward(mode, **problem, **strided)
+    for x, y in zip(a[:3], b[:3]):
+        np.testing.assert_array_equal(x, y)
+
+
 def test_kernels_zoneout_all_zero_keeps_everything():
     mode, problem, _ = setup("lstm_proj", 5, 3, 4, 6)
     T, N, _ = problem["x"].shape
