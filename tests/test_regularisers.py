@@ -481,3 +481,8 @@ def test_kernels_refuse_mask_dtype_and_plain_reserve():
     with pytest.raises(ValueError, match="reserve has shape"):
         kernels.backward("lstm", *args, plain.reserve, **kwargs,
                          state_mask=np.ones((3, 6), np.float32))
+    zoned = kernels.forward("lstm", **problem, training=True,
+                            zoneout_h=np.ones((4, 3, 6), np.float32))
+    with pytest.raises(ValueError, match="backward needs the masks forward had"):
+        kernels.backward("lstm", *args, zoned.reserve, **kwargs,
+                         zoneout_y=np.ones((4, 3, 6), np.float32))

@@ -210,11 +210,23 @@ int row_threads(const Plan& p, int64_t H, int64_t weights) {
   return split_by_rows(p, threads, weights * static_cast<int64_t>(sizeof(T))) ? threads : 1;
 }
 
+// Which masks a call has, one bit each: the reserve's last element records forward's, so
+// that a backward given other masks (whose tracks lie elsewhere) throws instead of reading
+// the wrong ones.
+template <typename T>
+int mask_bits(const Masks<T>& m) {
+  const void* given[] = {m.zoneout_h, m.zoneout_c, m.zoneout_y, m.state_mask,
+                         m.input_gate_masks, m.recurrent_gate_masks};
+  int bits = 0;
+  for (int i = 0; i < 6; ++i) bits |= given[i] != nullptr ? 1 << i : 0;
+  return bits;
+}
+
 }  // namespace
 
 size_t regularised_reserve_size(const RnnDesc& d) {
   return static_cast<size_t>(d.steps) * static_cast<size_t>(d.batch) *
-         static_cast<size_t>(track_width(d));
+             static_cast<size_t>(track_width(d)) + 1;
 }
 
 template <typename T>
@@ -252,6 +264,7 @@ void regularised_forward(const RegFwdArgs<T>& a) {
       .allocate();
   const Tracks<T> tr = a.reserve ? tracks(d, a.masks, a.reserve, d.steps * N)
                                  : tracks(d, a.masks, own, p.rows);
+  if (a.reserve) a.reserve[d.steps * N * track_width(d)] = T(mask_bits(a.masks));
   gather_rows(p, a.x, C, xp, C);
   gather_state(p, a.h0, P, h0s);
   if (lstm) gather_state(p, a.c0, H, c0s);
@@ -403,6 +416,9 @@ void regularised_backward(const RegBwdArgs<T>& a) {
   const bool split_n = gru && d.reset_after;  // recurrent gradient differs from dgx in n
   const GateAct<T> gate(d);
   const Clip<T> clip(d);
+  if (a.reserve[d.steps * N * track_width(d)] != T(mask_bits(a.masks)))
+    throw InvalidArgument("backward needs the masks forward had (the same ones given, the "
+                          "same ones absent)");
   const Tracks<const T> tr = tracks(d, a.masks, a.reserve, d.steps * N);
 
   PackedMasks<T> pm;
