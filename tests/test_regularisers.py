@@ -147,6 +147,69 @@ def test_reference_zoneout_and_state_mask_step_by_step(variant, reverse):
             np.testing.assert_allclose(got.cy[n], c, rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.parametrize("mode", ["lstm", "gru", "rnn_tanh"])
+def test_reference_is_gluons_zoneout_and_variational_cells(mode, monkeypatch):
+    """gluon's ZoneoutCell(VariationalDropoutCell(cell, drop_states)) stepped by hand, its
+    Dropout replaced by our masks in the order it draws them, with autograd for the
+    gradients: the reference's numbers."""
+    mx = pytest.importorskip("mxnet")
+    from mxnet import autograd, gluon
+    T, N, C, H = 4, 3, 5, 6
+    problem = make_problem(mode, T, N, C, H, seed=11)
+    masks = draw_masks(mode, problem, ("zoneout_h", "zoneout_c", "zoneout_y", "state_mask"),
+                       seed=12)
+    upstream = make_upstream(mode, problem, seed=13)
+    # The order gluon draws them: drop_states once (first step), then per step the output's
+    # zoneout mask and the states' (h, then c).
+    drawn = [masks["state_mask"]]
+    for t in range(T):
+        drawn += [masks["zoneout_y"][t], masks["zoneout_h"][t]]
+        if mode == "lstm":
+            drawn.append(masks["zoneout_c"][t])
+    monkeypatch.setattr(mx.nd, "Dropout", lambda data, p, **kw: mx.nd.array(drawn.pop(0),
+                                                                             dtype="float64"))
+    base = {"lstm": gluon.rnn.LSTMCell, "gru": gluon.rnn.GRUCell,
+            "rnn_tanh": gluon.rnn.RNNCell}[mode](H, input_size=C)
+    cell = gluon.rnn.ZoneoutCell(
+        gluon.contrib.rnn.VariationalDropoutCell(base, drop_states=0.3), 0.3, 0.3)
+    cell.initialize()
+    cell.cast("float64")
+    params = {"i2h_weight": "w_ih", "h2h_weight": "w_hh", "i2h_bias": "b_ih",
+              "h2h_bias": "b_hh"}
+    for name, param in base.collect_params().items():
+        param.set_data(mx.nd.array(problem[params[name.split("_", 1)[1]]], dtype="float64"))
+    x = mx.nd.array(problem["x"], dtype="float64")
+    states = [mx.nd.array(problem["h0"], dtype="float64")]
+    if mode == "lstm":
+        states.append(mx.nd.array(problem["c0"], dtype="float64"))
+    for a in [x, *states]:
+        a.attach_grad()
+    cell.reset()
+    with autograd.record():
+        ys, st = [], states
+        for t in range(T):
+            y, st = cell(x[t], st)
+            ys.append(y)
+        loss = (mx.nd.stack(*ys) * mx.nd.array(upstream["dy"], dtype="float64")).sum() + \
+            (st[0] * mx.nd.array(upstream["dhy"], dtype="float64")).sum()
+        if mode == "lstm":
+            loss = loss + (st[1] * mx.nd.array(upstream["dcy"], dtype="float64")).sum()
+    loss.backward()
+    assert not drawn
+    ref_fwd, ref_grads = run_reference(mode, problem, upstream, **masks)
+    np.testing.assert_allclose(mx.nd.stack(*ys).asnumpy(), ref_fwd.y, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(st[0].asnumpy(), ref_fwd.hy, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(x.grad.asnumpy(), ref_grads.dx, rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(states[0].grad.asnumpy(), ref_grads.dh0, rtol=1e-9, atol=1e-11)
+    grads = {n.split("_", 1)[1]: p.grad().asnumpy() for n, p in base.collect_params().items()}
+    np.testing.assert_allclose(grads["h2h_weight"], ref_grads.dw_hh, rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(grads["i2h_bias"], ref_grads.db_ih, rtol=1e-9, atol=1e-11)
+    if mode == "lstm":
+        np.testing.assert_allclose(st[1].asnumpy(), ref_fwd.cy, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(states[1].grad.asnumpy(), ref_grads.dc0, rtol=1e-9,
+                                   atol=1e-11)
+
+
 def _sigmoid(v):
     return 1 / (1 + np.exp(-v))
 
@@ -328,6 +391,28 @@ def test_kernels_without_masks_run_the_plain_code():
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("mode", ["lstm", "gru", "rnn_tanh"])
+def test_kernels_empty_sizes_and_all_lengths_zero(mode):
+    for T, N, lengths in [(0, 3, None), (4, 0, None), (4, 3, [0, 0, 0])]:
+        problem = make_problem(mode, T, N, 2, 5, lengths=lengths)
+        masks = draw_masks(mode, problem, reference.REGULARISERS)
+        upstream = make_upstream(mode, problem)
+        fwd, grads = run_kernels(mode, problem, upstream, **masks)
+        ref_fwd, ref_grads = run_reference(mode, problem, upstream, **masks)
+        assert_results_close(fwd, ref_fwd, rtol=0, atol=0)
+        assert_results_close(grads, ref_grads, rtol=0, atol=0)
+
+
+def test_kernels_take_strided_masks():
+    mode, problem, options = setup("lstm", 5, 3, 4, 6, masks=MECHANISMS["all"])
+    strided = {k: np.asfortranarray(v) for k, v in options.items()}
+    assert not strided["zoneout_h"].flags.c_contiguous
+    a = kernels.forward(mode, **problem, **options)
+    b = kernels.forward(mode, **problem, **strided)
+    for x, y in zip(a[:3], b[:3]):
+        np.testing.assert_array_equal(x, y)
+
+
 def test_kernels_zoneout_all_zero_keeps_everything():
     mode, problem, _ = setup("lstm_proj", 5, 3, 4, 6)
     T, N, _ = problem["x"].shape
@@ -396,3 +481,8 @@ def test_kernels_refuse_mask_dtype_and_plain_reserve():
     with pytest.raises(ValueError, match="reserve has shape"):
         kernels.backward("lstm", *args, plain.reserve, **kwargs,
                          state_mask=np.ones((3, 6), np.float32))
+    zoned = kernels.forward("lstm", **problem, training=True,
+                            zoneout_h=np.ones((4, 3, 6), np.float32))
+    with pytest.raises(ValueError, match="backward needs the masks forward had"):
+        kernels.backward("lstm", *args, zoned.reserve, **kwargs,
+                         zoneout_y=np.ones((4, 3, 6), np.float32))

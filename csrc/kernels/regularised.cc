@@ -210,11 +210,23 @@ int row_threads(const Plan& p, int64_t H, int64_t weights) {
   return split_by_rows(p, threads, weights * static_cast<int64_t>(sizeof(T))) ? threads : 1;
 }
 
+// Which masks a call has, one bit each: the reserve's last element records forward's, so
+// that a backward given other masks (whose tracks lie elsewhere) throws instead of reading
+// the wrong ones.
+template <typename T>
+int mask_bits(const Masks<T>& m) {
+  const void* given[] = {m.zoneout_h, m.zoneout_c, m.zoneout_y, m.state_mask,
+                         m.input_gate_masks, m.recurrent_gate_masks};
+  int bits = 0;
+  for (int i = 0; i < 6; ++i) bits |= given[i] != nullptr ? 1 << i : 0;
+  return bits;
+}
+
 }  // namespace
 
 size_t regularised_reserve_size(const RnnDesc& d) {
   return static_cast<size_t>(d.steps) * static_cast<size_t>(d.batch) *
-         static_cast<size_t>(track_width(d));
+             static_cast<size_t>(track_width(d)) + 1;
 }
 
 template <typename T>
@@ -252,6 +264,7 @@ void regularised_forward(const RegFwdArgs<T>& a) {
       .allocate();
   const Tracks<T> tr = a.reserve ? tracks(d, a.masks, a.reserve, d.steps * N)
                                  : tracks(d, a.masks, own, p.rows);
+  if (a.reserve) a.reserve[d.steps * N * track_width(d)] = T(mask_bits(a.masks));
   gather_rows(p, a.x, C, xp, C);
   gather_state(p, a.h0, P, h0s);
   if (lstm) gather_state(p, a.c0, H, c0s);
@@ -372,10 +385,11 @@ void regularised_forward(const RegFwdArgs<T>& a) {
       // Zoneout: each unit takes the new value where its mask is set, else keeps the old one.
       const auto zoneout = [&](const T* mask, int64_t width, const T* fresh, const T* old,
                                T* dst) {
-        for (int64_t i = lo * width; i < hi * width; ++i) {
+        for_lanes<T>(lo * width, hi * width, [&](int64_t i, auto m) {
           const int64_t at = off * width + i;
-          dst[at] = mask[at] != T(0) ? fresh[at] : old ? old[i] : T(0);
-        }
+          const Vec<T> kept = old ? load(old + i, m) : Vec<T>{};
+          store(dst + at, load(mask + at, m) != T(0) ? load(fresh + at, m) : kept, m);
+        });
       };
       if (pm.zoneout_h) zoneout(pm.zoneout_h, P, tr.out, h_prev, tr.h);
       if (pm.zoneout_c) zoneout(pm.zoneout_c, H, tr.c_new, c_prev, tr.c);
@@ -402,6 +416,9 @@ void regularised_backward(const RegBwdArgs<T>& a) {
   const bool split_n = gru && d.reset_after;  // recurrent gradient differs from dgx in n
   const GateAct<T> gate(d);
   const Clip<T> clip(d);
+  if (a.reserve[d.steps * N * track_width(d)] != T(mask_bits(a.masks)))
+    throw InvalidArgument("backward needs the masks forward had (the same ones given, the "
+                          "same ones absent)");
   const Tracks<const T> tr = tracks(d, a.masks, a.reserve, d.steps * N);
 
   PackedMasks<T> pm;
@@ -475,25 +492,38 @@ void regularised_backward(const RegBwdArgs<T>& a) {
       // The gradient w.r.t. h' (dhn): from this step's output y_t (dy and, through zoneout_y,
       // the later steps' y_prev) and from the state h_t where zoneout takes h'. What zoneout
       // keeps from h_{t-1}, c_{t-1} and y_prev passes straight to them (dh, dc, dyc).
-      for (int64_t i = lo * P; i < hi * P; ++i) {
+      const Vec<T> zero = {};
+      for_lanes<T>(lo * P, hi * P, [&](int64_t i, auto m) {
         const int64_t at = off * P + i;
-        T from_y = dyp ? dyp[at] : T(0);
+        Vec<T> from_y = dyp ? load(dyp + at, m) : zero;
         if (dyc) {
-          from_y += dyc[i];
-          const bool take = pm.zoneout_y[at] != T(0);
-          dyc[i] = take ? T(0) : from_y;
-          from_y = take ? from_y : T(0);
+          from_y += load(dyc + i, m);
+          const auto take = load(pm.zoneout_y + at, m) != T(0);
+          store(dyc + i, take ? zero : from_y, m);
+          from_y = take ? from_y : zero;
         }
-        const bool take_h = pm.zoneout_h == nullptr || pm.zoneout_h[at] != T(0);
-        dhn[i] = from_y + (take_h ? dh[i] : T(0));
-        dh[i] = take_h ? T(0) : dh[i];
-      }
+        const Vec<T> dhv = load(dh + i, m);
+        if (pm.zoneout_h) {
+          const auto take = load(pm.zoneout_h + at, m) != T(0);
+          store(dhn + i, from_y + (take ? dhv : zero), m);
+          store(dh + i, take ? zero : dhv, m);
+        } else {
+          store(dhn + i, from_y + dhv, m);
+          store(dh + i, zero, m);
+        }
+      });
       if (lstm) {
-        for (int64_t i = lo * H; i < hi * H; ++i) {
-          const bool take = pm.zoneout_c == nullptr || pm.zoneout_c[off * H + i] != T(0);
-          dcn[i] = take ? dc[i] : T(0);
-          dc[i] = take ? T(0) : dc[i];
-        }
+        for_lanes<T>(lo * H, hi * H, [&](int64_t i, auto m) {
+          const Vec<T> dcv = load(dc + i, m);
+          if (pm.zoneout_c) {
+            const auto take = load(pm.zoneout_c + off * H + i, m) != T(0);
+            store(dcn + i, take ? dcv : zero, m);
+            store(dc + i, take ? zero : dcv, m);
+          } else {
+            store(dcn + i, dcv, m);
+            store(dc + i, zero, m);
+          }
+        });
       }
       std::fill(dhs + lo * P, dhs + hi * P, T(0));
       const T* dh_cell = dhn;
