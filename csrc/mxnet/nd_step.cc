@@ -18,6 +18,7 @@
 #include <string>
 #include <type_traits>
 #include <utility>
+#include <utility>
 #include <vector>
 
 #include "fusedrnn/contract.h"
@@ -135,9 +136,12 @@ constexpr const char* kNames[] = {"i2h_weight", "h2h_weight", "i2h_bias", "h2h_b
 
 // The cell's names for the kernels' arguments.
 const ArgNames kCellNames = [] {
-  ArgNames names;
-  names.names = {"inputs",    "i2h_weight", "h2h_weight", "i2h_bias", "h2h_bias", "states[0]",
-                 "states[1]", "w_hr",       "y",          "lengths",  "mask",     "positions"};
+  ArgNames names;  // the kernels' names for the rest
+  const std::pair<Arg, const char*> cell_names[] = {
+      {Arg::kX, "inputs"},       {Arg::kWih, "i2h_weight"}, {Arg::kWhh, "h2h_weight"},
+      {Arg::kBih, "i2h_bias"},   {Arg::kBhh, "h2h_bias"},   {Arg::kH0, "states[0]"},
+      {Arg::kC0, "states[1]"}};
+  for (const auto& [arg, name] : cell_names) names.names[static_cast<size_t>(arg)] = name;
   return names;
 }();
 
