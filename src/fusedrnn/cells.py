@@ -47,7 +47,20 @@ def _dense(states):
             else s for s in states]
 
 
-class _FusedCell:
+class _FusedUnroll:
+    """unroll as fused operators where the cell can (`_fusable`), else as its gluon class
+    does; mixed in before the gluon class."""
+
+    def unroll(self, length, inputs, begin_state=None, layout="NTC", merge_outputs=None,
+               valid_length=None):
+        if not self._fusable():
+            return super().unroll(length, inputs, begin_state=begin_state, layout=layout,
+                                  merge_outputs=merge_outputs, valid_length=valid_length)
+        return self._fused_unroll(length, inputs, begin_state, layout, merge_outputs,
+                                  valid_length)
+
+
+class _FusedCell(_FusedUnroll):
     """The shared step and unroll of the fused cells (mixed into the gluon.rnn cell classes)."""
 
     _reset_after = True
@@ -125,14 +138,6 @@ class _FusedCell:
     def _fusable(self):
         """Whether unroll runs one fused operator (the regularising cells ask)."""
         return self._fused_mode() is not None
-
-    def unroll(self, length, inputs, begin_state=None, layout="NTC", merge_outputs=None,
-               valid_length=None):
-        if not self._fusable():
-            return super().unroll(length, inputs, begin_state=begin_state, layout=layout,
-                                  merge_outputs=merge_outputs, valid_length=valid_length)
-        return self._fused_unroll(length, inputs, begin_state, layout, merge_outputs,
-                                  valid_length)
 
     def _fused_unroll(self, length, inputs, begin_state, layout, merge_outputs, valid_length,
                       masks=None):
@@ -292,7 +297,7 @@ def _last_step(outputs, layout):
         axis=layout.find("T"))
 
 
-class ZoneoutCell(gluon.rnn.ZoneoutCell):
+class ZoneoutCell(_FusedUnroll, gluon.rnn.ZoneoutCell):
     """Drop-in for `mxnet.gluon.rnn.ZoneoutCell(base_cell, zoneout_outputs, zoneout_states)`.
 
     Around a fused cell (or a fusedrnn.VariationalDropoutCell of one), `unroll` runs one fused
@@ -307,14 +312,6 @@ class ZoneoutCell(gluon.rnn.ZoneoutCell):
         residual = isinstance(self.base_cell, gluon.rnn.ResidualCell)
         return _fused_unroller(self.base_cell) is not None and not (
             residual and self.zoneout_outputs)
-
-    def unroll(self, length, inputs, begin_state=None, layout="NTC", merge_outputs=None,
-               valid_length=None):
-        if not self._fusable():
-            return super().unroll(length, inputs, begin_state=begin_state, layout=layout,
-                                  merge_outputs=merge_outputs, valid_length=valid_length)
-        return self._fused_unroll(length, inputs, begin_state, layout, merge_outputs,
-                                  valid_length)
 
     def _fused_unroll(self, length, inputs, begin_state, layout, merge_outputs, valid_length,
                       masks=None):
@@ -343,26 +340,18 @@ class ZoneoutCell(gluon.rnn.ZoneoutCell):
         return outputs, states
 
 
-class VariationalDropoutCell(_GluonVariationalDropoutCell):
+class VariationalDropoutCell(_FusedUnroll, _GluonVariationalDropoutCell):
     """Drop-in for `mxnet.gluon.contrib.rnn.VariationalDropoutCell(base_cell, drop_inputs,
     drop_states, drop_outputs)`.
 
-    Around a fused cell, `unroll` with `drop_states` runs one fused operator, the state mask
-    [N, H] inside the recurrence (gluon's cell steps one operator at a time for it); the
-    input and output masks, the same at every step, multiply the whole sequence, as gluon's
-    unroll does without drop_states. Masks are drawn by MXNet's Dropout in training only. A
+    Around a fused cell, `unroll` runs one fused operator, with the state mask [N, H] of
+    `drop_states` inside the recurrence (for it gluon's cell steps one operator at a time);
+    the input and output masks, the same at every step, multiply the whole sequence, as
+    gluon's unroll does without drop_states. Masks are drawn by MXNet's Dropout in training only. A
     step and a cell around anything else are gluon's."""
 
     def _fusable(self):
         return _fused_unroller(self.base_cell) is not None
-
-    def unroll(self, length, inputs, begin_state=None, layout="NTC", merge_outputs=None,
-               valid_length=None):
-        if not self.drop_states or not self._fusable():
-            return super().unroll(length, inputs, begin_state, layout, merge_outputs,
-                                  valid_length=valid_length)
-        return self._fused_unroll(length, inputs, begin_state, layout, merge_outputs,
-                                  valid_length)
 
     def _fused_unroll(self, length, inputs, begin_state, layout, merge_outputs, valid_length,
                       masks=None):
