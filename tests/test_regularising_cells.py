@@ -281,3 +281,36 @@ def test_around_an_unfused_cell_it_is_gluons(monkeypatch, tmp_path):
     masks = {P_OUT: [draw((5, 3, 6), P_OUT, 1)]}
     got, want = both(ref, fused, random((3, 5, 4), 0), "NTC", None, monkeypatch, masks)
     assert_same(got, want)
+
+
+@pytest.mark.parametrize("mode", ["lstm", "gru"])
+def test_operator_masks_that_change_nothing(mode):
+    """The operator drops masks that change nothing (zoneout masks without a 0, multiplying
+    masks of ones: Dropout's masks outside training) and keeps the others, forward and
+    backward alike."""
+    from fusedrnn._op import fused_layer
+    T, N, C, H = 5, 3, 4, 6
+    G = 4 if mode == "lstm" else 3
+    x, w_ih, w_hh = random((T, N, C), 1), random((G * H, C), 2), random((G * H, H), 3)
+    b_ih, b_hh = random((G * H,), 4), random((G * H,), 5)
+    states = [random((N, H), 6 + k) for k in range(2 if mode == "lstm" else 1)]
+
+    def run(masks):
+        args = [a.copy() for a in [x, w_ih, w_hh, b_ih, b_hh, *states]]
+        for a in args:
+            a.attach_grad()
+        with mx.autograd.record():
+            out = fused_layer(mx.nd, args[0], args[1:5], args[5:], masks=masks, mode=mode)
+            loss = (out[0] * random(out[0].shape, 9)).sum() + out[1].sum()
+        loss.backward()
+        return [out[0].asnumpy()] + [a.grad.asnumpy() for a in args]
+
+    plain = run(None)
+    twos = mx.nd.full((T, N, H), 2.0)
+    for same in [{"zoneout_h": twos, "zoneout_y": twos},
+                 {"state_mask": mx.nd.ones((N, H)),
+                  "recurrent_gate_masks": mx.nd.ones((G, N, H))}]:
+        for got, want in zip(run(same), plain):
+            np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+    scaled = run({"state_mask": mx.nd.full((N, H), 2.0)})
+    assert not np.allclose(scaled[0], plain[0])

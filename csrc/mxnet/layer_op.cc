@@ -253,7 +253,7 @@ class LayerOp : public CustomStatefulOp {
                               [&](int64_t i) { return value_at(t, i, "mask"); }, &lengths_,
                               &positions_);
     }
-    const fusedrnn::Masks<T> m = masks<T>(in);
+    const fusedrnn::Masks<T> m = masks<T>(in, /*from_forward_inputs=*/true);
     fusedrnn::CachedBlock reserve;
     if (keep_reserve)
       reserve.reset(fusedrnn::BlockCache::instance().take(
@@ -321,15 +321,28 @@ class LayerOp : public CustomStatefulOp {
             data<T>(in, Arg::kBhh), data<T>(in, Arg::kWhr)};
   }
 
+  // The masks among the forward inputs `in`, less those that change nothing: in a graph run
+  // for inference MXNet's Dropout hands its masks over as ones, and the plain path is then
+  // the faster one. A forward decides (from_forward_inputs); its backward takes the same.
   template <typename T>
-  fusedrnn::Masks<T> masks(MXTensor* in) const {
+  fusedrnn::Masks<T> masks(MXTensor* in, bool from_forward_inputs = false) {
     fusedrnn::Masks<T> m;
-    m.zoneout_h = data<T>(in, Arg::kZoneoutH);
-    m.zoneout_c = data<T>(in, Arg::kZoneoutC);
-    m.zoneout_y = data<T>(in, Arg::kZoneoutY);
-    m.state_mask = data<T>(in, Arg::kStateMask);
-    m.input_gate_masks = data<T>(in, Arg::kInputGateMasks);
-    m.recurrent_gate_masks = data<T>(in, Arg::kRecurrentGateMasks);
+    const T** ptrs[kMaskCount] = {&m.zoneout_h, &m.zoneout_c, &m.zoneout_y, &m.state_mask,
+                                  &m.input_gate_masks, &m.recurrent_gate_masks};
+    for (size_t k = 0; k < kMaskCount; ++k) {
+      const int i = slots_[kMaskArgs[k]];
+      if (i < 0) continue;
+      const T* v = in[i].data<T>();
+      if (from_forward_inputs) {
+        // zoneout keeps the new value wherever its mask is not 0; the others multiply
+        const bool zoneout = k < 3;
+        const size_t n = in[i].size();
+        size_t j = 0;
+        while (j < n && (zoneout ? v[j] != T(0) : v[j] == T(1))) ++j;
+        mask_used_[k] = j < n;
+      }
+      if (mask_used_[k]) *ptrs[k] = v;
+    }
     return m;
   }
 
@@ -343,6 +356,7 @@ class LayerOp : public CustomStatefulOp {
   fusedrnn::RnnDesc desc_;
   std::vector<int32_t> lengths_, positions_;
   fusedrnn::CachedBlock reserve_;  // what a training forward keeps for backward
+  bool mask_used_[kMaskCount] = {};  // the masks the last forward passed on
 };
 
 MXReturnValue parse_attrs(const Attrs& attrs, int* num_in, int* num_out) {

@@ -321,14 +321,14 @@ class ZoneoutCell(_FusedUnroll, gluon.rnn.ZoneoutCell):
         def zoneout(F, x, states):
             drawn = masks(F, x, states) if masks else {}
             if _draws(F) and (p_outputs or p_states):
-                # ones [T, N, H] from x [T, N, C] and a state [N, H], in a graph too
-                steps = F.ones_like(F.slice_axis(x, axis=2, begin=0, end=1))
-                like = [F.broadcast_mul(steps, F.expand_dims(F.ones_like(s), axis=0))
-                        for s in states]
+                # ones [T, N, H] from x [T, N, C] and h [N, H], in a graph too (the cells'
+                # states and output all have h's shape)
+                ones = F.broadcast_like(F.expand_dims(F.ones_like(states[0]), axis=0), x,
+                                        lhs_axes=(0,), rhs_axes=(0,))
                 if p_outputs:
-                    drawn["zoneout_y"] = F.Dropout(like[0], p=p_outputs)
+                    drawn["zoneout_y"] = F.Dropout(ones, p=p_outputs)
                 if p_states:
-                    for name, ones in zip(("zoneout_h", "zoneout_c"), like):
+                    for name in ("zoneout_h", "zoneout_c")[:len(states)]:
                         drawn[name] = F.Dropout(ones, p=p_states)
             return drawn
 
