@@ -314,3 +314,15 @@ def test_operator_masks_that_change_nothing(mode):
             np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
     scaled = run({"state_mask": mx.nd.full((N, H), 2.0)})
     assert not np.allclose(scaled[0], plain[0])
+
+
+@pytest.mark.parametrize("make,name", [
+    (lambda c: fusedrnn.ZoneoutCell(c, zoneout_outputs=1.5), "zoneout_outputs"),
+    (lambda c: fusedrnn.ZoneoutCell(c, zoneout_states=-0.1), "zoneout_states"),
+    (lambda c: fusedrnn.VariationalDropoutCell(c, drop_inputs="0.2"), "drop_inputs"),
+    (lambda c: fusedrnn.VariationalDropoutCell(c, drop_states=2), "drop_states"),
+    (lambda c: fusedrnn.VariationalDropoutCell(c, drop_outputs=-1), "drop_outputs"),
+])
+def test_bad_rates_are_refused_by_name(make, name):
+    with pytest.raises(ValueError, match=name):
+        make(fusedrnn.LSTMCell(4))

@@ -306,6 +306,11 @@ class ZoneoutCell(_FusedUnroll, gluon.rnn.ZoneoutCell):
     only, as gluon's cell draws them step by step. A step (`cell(x, states)`) and a cell
     around anything else are gluon's."""
 
+    def __init__(self, base_cell, zoneout_outputs=0., zoneout_states=0.):
+        _checks.fraction("zoneout_outputs", zoneout_outputs)
+        _checks.fraction("zoneout_states", zoneout_states)
+        super().__init__(base_cell, zoneout_outputs, zoneout_states)
+
     def _fusable(self):
         # Around a ResidualCell the output track would be h' + x: only the states' zoneout
         # is in the kernels then.
@@ -349,6 +354,12 @@ class VariationalDropoutCell(_FusedUnroll, _GluonVariationalDropoutCell):
     the input and output masks, the same at every step, multiply the whole sequence, as
     gluon's unroll does without drop_states. Masks are drawn by MXNet's Dropout in training only. A
     step and a cell around anything else are gluon's."""
+
+    def __init__(self, base_cell, drop_inputs=0., drop_states=0., drop_outputs=0.):
+        for name, rate in (("drop_inputs", drop_inputs), ("drop_states", drop_states),
+                           ("drop_outputs", drop_outputs)):
+            _checks.fraction(name, rate)
+        super().__init__(base_cell, drop_inputs, drop_states, drop_outputs)
 
     def _fusable(self):
         return _fused_unroller(self.base_cell) is not None
