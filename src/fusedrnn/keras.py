@@ -154,10 +154,9 @@ def _fused_rnn(inputs, weights, states, mask, dropout, mode, units, gate_order,
     makes them neighbours of the result, which is how keras-mxnet finds their values);
     states: [h0 (, c0)] [N, H], or [] for zeros; mask [N, T] or None; dropout: Keras'
     dropout masks, [input masks [N, C], recurrent masks [N, H]], each a list (one per gate
-    in Keras' order, or one for all gates) or empty;
-    bias_layout: None (no
-    bias), "one" (Keras' single bias, b_hh = 0) or "two" (GRU reset_after: [2, G*H]);
-    gate_activation: Keras' name, or None for the operator's default (sigmoid)."""
+    in Keras' order, or one for all gates) or empty; bias_layout: None (no bias), "one"
+    (Keras' single bias, b_hh = 0) or "two" (GRU reset_after: [2, G*H]); gate_activation:
+    Keras' name, or None for the operator's default (sigmoid)."""
     kernel, recurrent_kernel = weights[0].symbol, weights[1].symbol
     gates = len(gate_order)
 
@@ -225,8 +224,7 @@ def _fused_rnn(inputs, weights, states, mask, dropout, mode, units, gate_order,
     elif recurrent_masks:
         masks["recurrent_gate_masks"] = per_gate(recurrent_masks, like_state)
     if states:
-        states = [mx.sym._internal._identity_with_attr_like_rhs(s.symbol, like_state)
-                  for s in states]
+        states = [like(s.symbol, like_state) for s in states]
     else:
         states = [like_state] * (2 if mode == "lstm" else 1)
     out = fused_layer(mx.sym, data, [w_ih, w_hh, b_ih, b_hh], states, valid=valid,
