@@ -326,3 +326,22 @@ def test_operator_masks_that_change_nothing(mode):
 def test_bad_rates_are_refused_by_name(make, name):
     with pytest.raises(ValueError, match=name):
         make(fusedrnn.LSTMCell(4))
+
+
+@pytest.mark.parametrize("mode,name,shape,message", [
+    ("lstm", "zoneout_h", (5, 3, 5), r"zoneout_h has shape \(5, 3, 5\); expected \(5, 3, 6\)"),
+    ("lstm", "state_mask", (3, 5), r"state_mask has shape \(3, 5\); expected \(3, 6\)"),
+    ("gru", "input_gate_masks", (4, 3, 4), r"input_gate_masks has shape \(4, 3, 4\); expected \(3, 3, 4\)"),
+    ("gru", "zoneout_c", (5, 3, 6), r"zoneout_c is only for mode 'lstm'"),
+])
+def test_operator_refuses_bad_masks_by_name(mode, name, shape, message):
+    """The operator's mask inputs go through the kernels' contract: a clear MXNetError."""
+    from fusedrnn._op import fused_layer
+    T, N, C, H = 5, 3, 4, 6
+    G = 4 if mode == "lstm" else 3
+    states = [mx.nd.zeros((N, H)) for _ in range(2 if mode == "lstm" else 1)]
+    weights = [random((G * H, C), 1), random((G * H, H), 2), random((G * H,), 3),
+               random((G * H,), 4)]
+    with pytest.raises(mx.base.MXNetError, match=message):
+        fused_layer(mx.nd, random((T, N, C), 0), weights, states,
+                    masks={name: mx.nd.ones(shape)}, mode=mode)[0].wait_to_read()
