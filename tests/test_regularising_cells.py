@@ -345,3 +345,34 @@ def test_operator_refuses_bad_masks_by_name(mode, name, shape, message):
     with pytest.raises(mx.base.MXNetError, match=message):
         fused_layer(mx.nd, random((T, N, C), 0), weights, states,
                     masks={name: mx.nd.ones(shape)}, mode=mode)[0].wait_to_read()
+
+
+@pytest.mark.parametrize("order", ["zoneout outside", "zoneout inside"])
+def test_deepar_stack_grad_req_add_in_static_graph(order):
+    """grad_req='add' in a static_alloc graph: two backward passes add up to twice one pass
+    with grad_req='write' (the same masks: the same seed before each forward). lib_api never
+    tells an operator to add."""
+    T, N, C = 9, 4, 5
+    net = CellNet(deepar_stack(fusedrnn.LSTMCell, fusedrnn.ZoneoutCell, order), length=T)
+    net.initialize(mx.init.Uniform(0.3))
+    x = random((N, T, C), 0)
+    net(x)
+    net.hybridize(static_alloc=True, static_shape=True)
+    params = list(net.collect_params().values())
+
+    def backward(times, req):
+        for p in params:
+            p.grad_req = req
+            p.zero_grad()
+        for _ in range(times):
+            mx.random.seed(3)
+            with mx.autograd.record():
+                out, _ = net(x)
+                loss = (out * random(out.shape, 1)).sum()
+            loss.backward()
+        return [p.grad().asnumpy() for p in params]
+
+    once = backward(1, "write")
+    assert any(np.abs(g).max() > 0 for g in once)
+    for got, want in zip(backward(2, "add"), once):
+        np.testing.assert_allclose(got, 2 * want, rtol=1e-5, atol=1e-6)
