@@ -332,6 +332,40 @@ def test_threaded_engine_equals_naive_engine():
     assert results["ThreadedEnginePerDevice"] == results["NaiveEngine"]
 
 
+@pytest.mark.parametrize("entry", ["kernels", "layer", "cell"])
+def test_openblas_single_threaded_from_the_first_call(entry):
+    """fusedrnn splits its products itself, so OpenBLAS must run on one thread, even when
+    the first call of a process (one that never set a thread count) has only products too
+    small to share: OpenBLAS's own threads then fought MXNet's for the cores (an LSTM layer,
+    50 steps at batch 1, took 15 ms a call instead of 0.5)."""
+    out = run_script(f"""
+        import threadpoolctl, numpy as np, mxnet as mx, fusedrnn
+        from fusedrnn import kernels
+        def blas_threads():
+            return [m["num_threads"] for m in threadpoolctl.threadpool_info()
+                    if "scipy_openblas" in m["filepath"]]
+        threadpoolctl.threadpool_limits(2, user_api="blas")
+        assert blas_threads() == [2], blas_threads()
+        entry = {entry!r}
+        if entry == "kernels":
+            r = np.random.RandomState(0)
+            w = lambda *s: r.uniform(-0.1, 0.1, s).astype("f4")
+            kernels.forward("lstm", w(1, 1, 64), w(512, 64), w(512, 128), w(512), w(512),
+                            w(1, 128), w(1, 128))
+        elif entry == "layer":
+            layer = fusedrnn.LSTM(128, input_size=64)
+            layer.initialize()
+            layer(mx.nd.ones((50, 1, 64)))
+        else:
+            cell = fusedrnn.LSTMCell(128, input_size=64)
+            cell.initialize()
+            cell(mx.nd.ones((1, 64)), cell.begin_state(1))
+        mx.nd.waitall()
+        print(blas_threads())
+    """)
+    assert out.strip().splitlines()[-1] == "[1]"
+
+
 # ---------------------------------------------------------------------------------------------
 # Fork safety
 # ---------------------------------------------------------------------------------------------
