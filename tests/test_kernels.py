@@ -291,6 +291,44 @@ def test_portable_build_matches_reference():
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-3000:]
 
 
+@pytest.mark.parametrize("l2", ["64K", "32M"])
+def test_any_cache_size_matches_reference(l2):
+    """The time loops choose from the L2 cache size (read from the system) whether the input
+    product joins the recurrent one and whether threads split the batch or the units; with a
+    tiny and a huge cache (FUSEDRNN_L2_BYTES, in a subprocess) every variant takes the other
+    side of those choices than on most machines, and still gives the reference's numbers."""
+    script = textwrap.dedent("""
+        import numpy as np, sys
+        sys.path.insert(0, %r)
+        from fusedrnn import kernels
+        from helpers import make_problem, make_upstream
+        from test_kernels import run_kernels, run_reference, VARIANTS
+        kernels.set_num_threads(2)
+        for variant in VARIANTS:
+            mode, pkw, okw = VARIANTS[variant]
+            for dtype, tol in ((np.float64, 1e-9), (np.float32, 2e-4)):
+                problem = make_problem(mode, 6, 40, 37, 70, dtype=dtype, lengths="random",
+                                       **pkw)
+                opts = {"clip_min": -0.4, "clip_max": 0.5} if okw.get("clip") else {}
+                up = {k: None if v is None else v.astype(dtype)
+                      for k, v in make_upstream(mode, problem).items()}
+                ref = run_reference(mode, {k: v if v is None or k == "lengths"
+                                           else v.astype(np.float64)
+                                           for k, v in problem.items()},
+                                    {k: None if v is None else v.astype(np.float64)
+                                     for k, v in up.items()}, **opts)
+                for got, want in zip(run_kernels(mode, problem, up, **opts), ref):
+                    for a, b in zip(got, want):
+                        if b is not None:
+                            np.testing.assert_allclose(a, b, rtol=tol, atol=tol / 10)
+        print("ok")
+    """) % str(pathlib.Path(__file__).parent)
+    env = dict(os.environ, FUSEDRNN_L2_BYTES=l2)
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-3000:]
+
+
 def test_concurrent_calls_match_serial(two_threads):
     """Calls from several Python threads at once (the GIL is released inside the kernels, and
     only one call at a time gets the thread pool) give exactly the serial results."""

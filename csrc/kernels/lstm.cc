@@ -108,7 +108,7 @@ void lstm_forward(const FwdArgs<T>& a) {
   // GEMM computes the gates and the cell update runs on them.
   const bool direct = p.steps == 1;
   const bool fuse_input = !direct && packed_gates_size<T>(H, C + P, 4) *
-                                         static_cast<int64_t>(sizeof(T)) <= kFuseBytes * threads;
+                                         static_cast<int64_t>(sizeof(T)) <= fuse_bytes() * threads;
   const int64_t K = fuse_input ? C + P : P;
 
   // Scratch: the summed biases; the gate activations (if kept, in the reserve) or the input
