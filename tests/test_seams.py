@@ -376,9 +376,30 @@ def test_unroll_on_symbols_names_outputs_as_gluon(mode):
         [["c_t0_out_output"], ["c_t1_out_output"], ["c_t2_out_output"]]
 
 
-def test_export_after_inference_still_trains(tmp_path):
-    """A layer hybridized and called for inference caches an inference graph; once exported
-    and imported it must still train, with gluon's gradients."""
+def test_inference_graph_has_no_identities():
+    """A hybridized layer called outside autograd caches a graph without the identities that
+    guard gradient sums (they copy every weight on each call, and nothing there has a
+    gradient); called in training it caches one with them, and gives gluon's gradients."""
+    def ops(layer):
+        return [n["op"] for n in json.loads(layer._cached_graph[1].tojson())["nodes"]]
+
+    x = mx.nd.array(np.random.default_rng(3).standard_normal((4, 2, 3)))
+    layer = fusedrnn.LSTM(5, input_size=3)
+    layer.initialize()
+    layer.hybridize(static_alloc=True)
+    layer(x)
+    assert "_copy" not in ops(layer)  # identity is _copy
+    with autograd.record():
+        layer(x)
+    assert "_copy" in ops(layer)
+
+
+@pytest.mark.parametrize("grad_req", ["write", "add"])
+def test_export_after_inference_still_trains(grad_req, tmp_path):
+    """A layer hybridized and called for inference caches an inference graph (which has no
+    use for the identities that keep MXNet's gradient sums right); once exported and imported
+    it must still train, with gluon's gradients, and with grad_req='add' two passes give
+    twice one pass."""
     x = mx.nd.array(np.random.default_rng(12).standard_normal((5, 3, 4)))
     grads = {}
     for cls in (gluon.rnn.GRU, fusedrnn.GRU):
@@ -397,8 +418,17 @@ def test_export_after_inference_still_trains(tmp_path):
                   not n["name"].startswith("gru_")]
         assert len(inputs) == 2  # x and the state that __call__ made
         block = gluon.SymbolBlock.imports(stem + "-symbol.json", inputs, stem + "-0000.params")
+        block.collect_params().setattr("grad_req", grad_req)
         h = layer.begin_state(3)[0]
-        grads[cls] = train_grads(lambda x: block(x, h)[0], x, params=block.collect_params())
+        grads[cls] = train_grads(lambda x: block(x, h)[0], x, params=block.collect_params(),
+                                 passes=2 if grad_req == "add" else 1)
+        if grad_req == "add":
+            block.collect_params().zero_grad()
+            once = train_grads(lambda x: block(x, h)[0], x, params=block.collect_params())
+            for name in once:
+                if name != "x":
+                    np.testing.assert_allclose(grads[cls][name], 2 * once[name], rtol=1e-5,
+                                               atol=1e-6, err_msg=name)
     want, got = grads[gluon.rnn.GRU], grads[fusedrnn.GRU]
     assert_grads_equal(got, want)
 

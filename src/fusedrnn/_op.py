@@ -10,7 +10,7 @@ differentiable input reaches a fusedrnn operator through one of MXNet's own oper
 honour req: the library operator's gradient always goes to a buffer of its own, and MXNet's
 operator writes or adds it where it belongs.
 
-In autograd that operator is a reshape to the same shape, which NDArray.reshape records
+In autograd that operator is a reshape to the same shape, which MXNet records as a view,
 without copying. In a graph it is `identity`, which MXNet's memory planner runs in place
 (free) unless its input is an input of the graph (a parameter or the data): then it copies.
 So a graph input (a Variable) shares one identity among up to cap - 1 uses: MXNet sums
@@ -20,10 +20,12 @@ its weights 5 times per call, not 35. Each identity carries an attribute of its 
 merges equal nodes of a graph (MXNET_ELIMINATE_COMMON_EXPR, on by default), which would
 leave one identity for all uses of a weight, and the summation at the library operators.
 """
+import ctypes
 import itertools
 import os
 
 from mxnet import autograd, ndarray
+from mxnet.base import NDArrayHandle, _LIB, check_call
 from mxnet.util import is_np_array
 
 _ids = itertools.count()
@@ -33,7 +35,7 @@ _shared = {}  # id(Variable) -> [the Variable, its identity, uses of that identi
 def req_safe(F, x):
     """x, to be passed to a fusedrnn operator as a differentiable input (see above)."""
     if F is ndarray:
-        return x.reshape(x.shape) if autograd.is_recording() else x
+        return view(x, x.shape) if autograd.is_recording() else x
     if x.get_children() is not None:  # inside the graph: in place, one per use
         return _identity(F, x)
     # MXNet reads the cap once per process; 8 unless the user set it.
@@ -43,6 +45,16 @@ def req_safe(F, x):
         entry = _shared[id(x)] = [x, _identity(F, x), 0]
     entry[2] += 1
     return entry[1]
+
+
+def view(x, shape):
+    """NDArray x reshaped to `shape` (whole numbers, same size): what x.reshape(shape) gives, a
+    view that autograd records, without its argument handling (a quarter of the cost: a
+    training call of a layer makes up to 11 of them)."""
+    out = NDArrayHandle()
+    check_call(_LIB.MXNDArrayReshape64(x.handle, len(shape), (ctypes.c_int64 * len(shape))(*shape),
+                                       False, ctypes.byref(out)))
+    return ndarray.NDArray(out, writable=x.writable)
 
 
 def _identity(F, x):
@@ -70,8 +82,11 @@ def fused_layer(F, x, weights, states, w_hr=None, valid=None, masks=None, **attr
     states: [h0] or [h0, c0]; w_hr: the projection or None; valid: lengths [N] or mask [T, N]
     (integers, not differentiable) or None; masks: {name in MASKS: mask} (constants: drawn
     by the caller, no gradient) or None; attrs: the operator's attributes."""
-    inputs = [req_safe(F, a) for a in [x, *weights, *states] +
-              ([w_hr] if w_hr is not None else [])]
+    inputs = [x, *weights, *states] + ([w_hr] if w_hr is not None else [])
+    # An operator told training=False keeps nothing for backward: no gradient can reach its
+    # inputs, and an inference graph does without the identities.
+    if attrs.get("training", True):
+        inputs = [req_safe(F, a) for a in inputs]
     if valid is not None:
         inputs.append(valid)
     for name in MASKS:
@@ -89,9 +104,11 @@ def layers_and_directions(F, x, states, num_layers, dirs, dropout, run):
     the reverse one) from init, its states. Returns (y, [hy, (cy)]) stacked as states."""
     count = num_layers * dirs
     # split (unlike slice + squeeze) lets shape inference run backwards, which a graph needs
-    # when gluon's begin_state leaves the batch size open.
-    inits = [[F.reshape(s, (-3, -2))] if count == 1 else
-             F.split(s, num_outputs=count, axis=0, squeeze_axis=True) for s in states]
+    # when gluon's begin_state leaves the batch size open. On arrays one layer's states are
+    # views (NDArray.reshape: no operator for the engine to schedule; autograd records it).
+    inits = [[view(s, s.shape[1:]) if F is ndarray else F.reshape(s, (-3, -2))]
+             if count == 1 else F.split(s, num_outputs=count, axis=0, squeeze_axis=True)
+             for s in states]
     finals = [[] for _ in states]
     for layer in range(num_layers):
         outs = []
@@ -104,4 +121,6 @@ def layers_and_directions(F, x, states, num_layers, dirs, dropout, run):
         x = outs[0] if dirs == 1 else F.concat(*outs, dim=2)
         if dropout and layer < num_layers - 1:
             x = F.Dropout(x, p=dropout)
+    if F is ndarray and count == 1:
+        return x, [view(final[0], (1,) + final[0].shape) for final in finals]
     return x, [F.stack(*final, axis=0) for final in finals]

@@ -21,6 +21,9 @@ Extras:
 """
 import numpy as np
 from mxnet import autograd, gluon, ndarray, symbol
+from mxnet import np as mx_np
+from mxnet.gluon.block import _regroup
+from mxnet.util import is_np_array
 
 from . import _checks
 from ._op import fused_layer, layers_and_directions, legacy, numpy_mode
@@ -144,6 +147,22 @@ class _FusedLayer:
         extra = [] if kind is None else [sequence_length if kind == "lengths" else mask]
         return gluon.HybridBlock.__call__(self, inputs, states, *extra, **kwargs)
 
+    def export(self, path, epoch=0, remove_amp_cast=True):
+        """gluon's export, of a graph that trains: an inference call caches its graph without
+        the identities that keep MXNet's gradient sums right (`_op.fused_layer`), and an
+        exported file may be trained, so the file gets the same call's training graph."""
+        if not (self._cached_graph and self._call is not None and not self._call[3]):
+            return super().export(path, epoch, remove_amp_cast)
+        cached, call = self._cached_graph, self._call
+        self._cached_graph, self._call = (), call[:3] + (True,)
+        try:
+            flat = [None if f == -1 else (mx_np.zeros(1) if is_np_array() else ndarray.zeros(1))
+                    for f in _leaves(self._in_format)]
+            self._get_graph(*_regroup(flat, self._in_format))
+            return super().export(path, epoch, remove_amp_cast)
+        finally:
+            self._cached_graph, self._call = cached, call
+
     def _check_dtype(self, dtype):
         _checks.float_dtype(dtype)
         param = self.l0_i2h_weight.dtype
@@ -192,6 +211,11 @@ class _FusedLayer:
         if self._layout == "NTC":
             x = F.swapaxes(x, 0, 1)
         return numpy_mode(x), [numpy_mode(s) for s in new_states]
+
+
+def _leaves(fmt):
+    """The flat formats of gluon's _flatten format `fmt` (-1: None, else an array)."""
+    return [fmt] if isinstance(fmt, int) else [leaf for f in fmt for leaf in _leaves(f)]
 
 
 def _unrolled(F, x, weights, init, w_hr, kind, valid, steps, dtype, reverse, attrs):
