@@ -208,6 +208,33 @@ def test_grad_req_add_two_passes_are_twice_one(hybridize, tmp_path):
     assert_grads_equal(twice, want)
 
 
+@pytest.mark.parametrize("hybridize", [None, "plain", "static"])
+@pytest.mark.parametrize("mode", list(LAYERS))
+def test_layer_grad_req_write_then_add(mode, hybridize, tmp_path):
+    """A layer's own graph (and its imperative call) passes weights whose gradients MXNet
+    only writes straight to the operator; set to 'add' after that graph was cached, two
+    passes must give twice one, as gluon's layer does."""
+    def build(cls):
+        layer = cls(6, num_layers=2, bidirectional=True, input_size=5, prefix="rnn_")
+        if hybridize:
+            layer.hybridize(static_alloc=hybridize == "static",
+                            static_shape=hybridize == "static")
+        return layer
+
+    x = mx.nd.array(np.random.default_rng(8).standard_normal((4, 3, 5)))
+    ref, fused = twins(build, *LAYERS[mode], tmp_path, [x])
+    once = train_grads(fused, x)
+    assert_grads_equal(once, train_grads(ref, x))
+    for net in (ref, fused):
+        net.collect_params().setattr("grad_req", "add")
+        net.collect_params().zero_grad()
+    twice = train_grads(fused, x, passes=2)
+    for name in once:
+        if name != "x":
+            np.testing.assert_allclose(twice[name], 2 * once[name], rtol=1e-5, atol=1e-6,
+                                       err_msg=name)
+
+
 def _add_twice(run, arrays):
     """Gradients of two backward passes into arrays marked grad_req='add', and of one."""
     grads = []

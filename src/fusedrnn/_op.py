@@ -77,16 +77,20 @@ MASKS = ("zoneout_h", "zoneout_c", "zoneout_y", "state_mask", "input_gate_masks"
          "recurrent_gate_masks")
 
 
-def fused_layer(F, x, weights, states, w_hr=None, valid=None, masks=None, **attrs):
+def fused_layer(F, x, weights, states, w_hr=None, valid=None, masks=None, guard_weights=True,
+                **attrs):
     """One `_fusedrnn_layer` operator: [y, hy, (cy)]. weights: [w_ih, w_hh, b_ih, b_hh];
     states: [h0] or [h0, c0]; w_hr: the projection or None; valid: lengths [N] or mask [T, N]
     (integers, not differentiable) or None; masks: {name in MASKS: mask} (constants: drawn
     by the caller, no gradient) or None; attrs: the operator's attributes."""
-    inputs = [x, *weights, *states] + ([w_hr] if w_hr is not None else [])
+    weights = weights + ([w_hr] if w_hr is not None else [])
     # An operator told training=False keeps nothing for backward: no gradient can reach its
     # inputs, and an inference graph does without the identities.
     if attrs.get("training", True):
-        inputs = [req_safe(F, a) for a in inputs]
+        x, states = req_safe(F, x), [req_safe(F, s) for s in states]
+        if guard_weights:
+            weights = [req_safe(F, w) for w in weights]
+    inputs = [x, *weights[:4], *states] + weights[4:]
     if valid is not None:
         inputs.append(valid)
     for name in MASKS:

@@ -56,7 +56,7 @@ class _FusedLayer:
     """The shared checks and forward of the fused layers (mixed into the gluon.rnn classes)."""
 
     _reset_after = True
-    _call = None  # (valid kind, unrolled steps or None, dtype, training) of the current graph
+    _call = None  # (valid kind, unrolled steps or None, dtype, training, guard_weights)
 
     @staticmethod
     def _check_arguments(hidden_size, num_layers, layout, dropout, input_size, unroll):
@@ -130,7 +130,12 @@ class _FusedLayer:
             raise ValueError("unroll=True needs the sequence length, which a layer called on "
                              "Symbols (e.g. inside a hybridized parent block) does not know: "
                              "use unroll=False or 'auto' there")
-        call = (kind, steps, dtype, training)
+        # In the layer's own graph (or imperatively) each weight feeds one operator, and MXNet
+        # sums into its gradient only for grad_req='add' (checked per call, so a change of
+        # grad_req rebuilds the graph); a parent's graph may use the layer many times.
+        guard_weights = not isinstance(inputs, ndarray.NDArray) or any(
+            p.grad_req == "add" for p in self._reg_params.values())
+        call = (kind, steps, dtype, training, guard_weights)
         if call != self._call:
             self._clear_cached_op()
             self._call = call
@@ -154,7 +159,7 @@ class _FusedLayer:
         if not (self._cached_graph and self._call is not None and not self._call[3]):
             return super().export(path, epoch, remove_amp_cast)
         cached, call = self._cached_graph, self._call
-        self._cached_graph, self._call = (), call[:3] + (True,)
+        self._cached_graph, self._call = (), call[:3] + (True, True)
         try:
             flat = [None if f == -1 else (mx_np.zeros(1) if is_np_array() else ndarray.zeros(1))
                     for f in _leaves(self._in_format)]
@@ -173,8 +178,8 @@ class _FusedLayer:
     def _forward_kernel(self, F, inputs, states, valid, **kwargs):
         # HybridBlock.infer_shape and export trace hybrid_forward without __call__: a graph
         # of one fused operator per layer and direction then, which keeps what backward needs.
-        kind, steps, dtype, training = self._call or (
-            None if valid is None else "lengths", None, None, True)
+        kind, steps, dtype, training, guard_weights = self._call or (
+            None if valid is None else "lengths", None, None, True, True)
         # numpy mode (npx.set_np): the operators and F.split & co. take legacy arrays, which
         # share the memory; the results go back as numpy-mode ones.
         inputs, valid = legacy(inputs), legacy(valid)
@@ -202,7 +207,7 @@ class _FusedLayer:
             if steps is None:
                 return fused_layer(F, x, weights, init, w_hr, valid, reverse=reverse,
                                    use_lengths=kind == "lengths", use_mask=kind == "mask",
-                                   **attrs)
+                                   guard_weights=guard_weights, **attrs)
             return _unrolled(F, x, weights, init, w_hr, kind, valid, steps, dtype, reverse,
                              attrs)
 
