@@ -531,6 +531,22 @@ def cpu_model():
                      if line.startswith("model name")), platform.machine())
 
 
+def cpu_caches():
+    """{"L1d": "48K", "L2": "1024K", "L3": "32768K"}: cpu0's caches as /sys gives them (the
+    size of one cache; lscpu adds up the instances)."""
+    caches = {}
+    root = "/sys/devices/system/cpu/cpu0/cache"
+    for index in sorted(os.listdir(root)) if os.path.isdir(root) else []:
+        try:
+            level, kind, size = (open(os.path.join(root, index, f)).read().strip()
+                                 for f in ("level", "type", "size"))
+        except OSError:
+            continue
+        if kind != "Instruction":
+            caches[f"L{level}" + ("d" if kind == "Data" else "")] = size
+    return caches
+
+
 def package_digest(module):
     """Short hash of a package's files, so that each result names the build it measured."""
     h = hashlib.sha256()
@@ -554,7 +570,7 @@ def machine_header(name, args, fairness, **extra):
     return dict({"bench": name,
                  "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
                  "command": " ".join(["python", f"bench/bench_{name}.py"] + sys.argv[1:]),
-                 "cpu_model": cpu_model(), "cores": os.cpu_count(),
+                 "cpu_model": cpu_model(), "caches": cpu_caches(), "cores": os.cpu_count(),
                  "cores_usable": len(os.sched_getaffinity(0)), "loadavg": os.getloadavg(),
                  "platform": platform.platform(), "python": platform.python_version(),
                  "versions": versions, "threads": args.threads,

@@ -48,6 +48,8 @@ def machine_line(h, threads, peak=None):
     v = h.get("versions", {})
     parts = [f"{h.get('cpu_model') or 'CPU not recorded'}"
              + (f", {h['cores']} cores" if h.get("cores") else "")
+             + "".join(f", {k} {_size(v)}" for k, v in h.get("caches", {}).items()
+                       if k in ("L2", "L3"))
              + f", {_plural(threads)}, float32, {h['date'][:10]}"]
     if h.get("loadavg"):
         parts.append(f"load average {h['loadavg'][0]:.1f} at the start")
@@ -66,6 +68,12 @@ def machine_line(h, threads, peak=None):
     if h.get("converted"):
         line += " " + h["converted"]
     return line + f" Command: `{h['command']}`."
+
+
+def _size(text):
+    """/sys's cache size ("1024K") as people write it ("1 MB" per core)."""
+    kb = int(text.rstrip("KkMm")) * (1024 if text[-1] in "Mm" else 1)
+    return f"{kb // 1024} MB" if kb >= 1024 and kb % 1024 == 0 else f"{kb} KB"
 
 
 def _peak(h, threads):
