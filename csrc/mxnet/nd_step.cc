@@ -12,6 +12,7 @@
 #include <mxnet/c_api.h>
 
 #include <atomic>
+#include <iterator>
 #include <memory>
 #include <new>
 #include <stdexcept>
@@ -72,7 +73,7 @@ struct EngineCallback {
 };
 
 // Built while the library loads: reporting an error must not need memory.
-const dmlc::Error kNoMemoryForError("fusedrnn cell step failed: out of memory");
+const dmlc::Error kNoMemoryForError("fusedrnn forward failed: out of memory");
 
 void check(int status, const char* what) {
   if (status != 0)
@@ -110,14 +111,15 @@ struct Handle {
   uintptr_t release() { return reinterpret_cast<uintptr_t>(std::exchange(h, nullptr)); }
 };
 
-// A new [rows, cols] array, allocated now (not when first written, as MXNet would by
-// default), so that its address is fixed before the step is pushed.
+// A new array, allocated now (not when first written, as MXNet would by default), so that
+// its address is fixed before the forward is pushed.
 struct NewArray {
   Handle handle;
   void* data = nullptr;
-  NewArray(int64_t rows, int64_t cols, int dtype, const EngineContext& ctx) {
-    const uint32_t shape[2] = {static_cast<uint32_t>(rows), static_cast<uint32_t>(cols)};
-    check(g_api.create(shape, 2, ctx.dev_type, ctx.dev_id, 0, dtype, &handle.h),
+  NewArray(const Shape& dims, int dtype, const EngineContext& ctx) {
+    std::vector<uint32_t> shape(dims.begin(), dims.end());
+    check(g_api.create(shape.data(), static_cast<uint32_t>(shape.size()), ctx.dev_type,
+                       ctx.dev_id, 0, dtype, &handle.h),
           "MXNDArrayCreateEx");
     check(g_api.get_data(handle.h, &data), "MXNDArrayGetData");
   }
@@ -131,8 +133,10 @@ struct Outcome {
   enum { kRunning, kDone, kFailed };
 };
 
+// The arrays of a call, in the order the callers hand them over.
+enum Input { kIWih, kIWhh, kIBih, kIBhh, kIX, kIH, kIC, kIWhr };
 constexpr const char* kNames[] = {"i2h_weight", "h2h_weight", "i2h_bias", "h2h_bias",
-                                  "inputs",     "states[0]",  "states[1]"};
+                                  "inputs",     "states[0]",  "states[1]", "h2r_weight"};
 
 // The cell's names for the kernels' arguments.
 const ArgNames kCellNames = [] {
@@ -148,11 +152,12 @@ const ArgNames kCellNames = [] {
 // What the pushed function owns: its own handles to the inputs (the caller's may be freed
 // before the engine runs it) and the outputs' memory (whose handles the caller gets; MXNet
 // frees the memory only after every operation queued on it has run).
-struct StepTask {
+struct ForwardTask {
   RnnDesc desc;
   int dtype;
-  std::vector<Handle> inputs;  // i2h_weight, h2h_weight, i2h_bias, h2h_bias, x, h[, c]
-  void* hy;
+  std::vector<Handle> inputs;  // in Input's order: i2h_weight ... x, h, (c), (h2r_weight)
+  void* y;
+  void* hy;  // null: a cell's step, whose h' is its y
   void* cy;
   std::shared_ptr<Outcome> outcome;
 
@@ -175,19 +180,21 @@ struct StepTask {
   template <typename T>
   void run() const {
     const bool lstm = desc.mode == Mode::kLstm;
-    const Weights<T> w{static_cast<const T*>(data(0)), static_cast<const T*>(data(1)),
-                       static_cast<const T*>(data(2)), static_cast<const T*>(data(3)), nullptr};
-    // The y of a single step is its hy.
-    forward<T>(desc, Valid(), static_cast<const T*>(data(4)), w, static_cast<const T*>(data(5)),
-               lstm ? static_cast<const T*>(data(6)) : nullptr, static_cast<T*>(hy), nullptr,
-               lstm ? static_cast<T*>(cy) : nullptr, nullptr);
+    const auto in = [&](size_t i) {
+      return static_cast<const T*>(inputs[i].h ? data(i) : nullptr);  // no state: zeros
+    };
+    const Weights<T> w{in(kIWih), in(kIWhh), in(kIBih), in(kIBhh),
+                       desc.proj_size > 0 ? in(kIWhr) : nullptr};
+    forward<T>(desc, Valid(), in(kIX), w, in(kIH), lstm ? in(kIC) : nullptr,
+               static_cast<T*>(y), static_cast<T*>(hy), lstm ? static_cast<T*>(cy) : nullptr,
+               nullptr);
   }
 };
 
 void record_failure(Outcome& outcome, std::unique_ptr<dmlc::Error>& error,
                     const char* message) noexcept {
   try {
-    outcome.error = std::string("fusedrnn cell step failed: ") + message;
+    outcome.error = std::string("fusedrnn forward failed: ") + message;
     error.reset(new dmlc::Error(outcome.error));
   } catch (...) {  // no memory for the message: kNoMemoryForError stands in
   }
@@ -196,8 +203,8 @@ void record_failure(Outcome& outcome, std::unique_ptr<dmlc::Error>& error,
 // Runs on an engine thread (or inline in the push with NaiveEngine). Nothing may escape it:
 // the arguments were checked before the push, so only an allocation (kernel scratch) or an
 // input in a oneDNN layout can fail here; the error goes to MXNet, and to the caller.
-void run_step(void* /*run_context*/, void* on_complete, void* param) noexcept {
-  auto* task = static_cast<StepTask*>(param);
+void run_forward(void* /*run_context*/, void* on_complete, void* param) noexcept {
+  auto* task = static_cast<ForwardTask*>(param);
   Outcome& outcome = *task->outcome;
   bool failed = false;
   std::unique_ptr<dmlc::Error> error;
@@ -219,7 +226,7 @@ void run_step(void* /*run_context*/, void* on_complete, void* param) noexcept {
                failed ? (error ? error.get() : &kNoMemoryForError) : nullptr);
 }
 
-void delete_task(void* param) noexcept { delete static_cast<StepTask*>(param); }
+void delete_task(void* param) noexcept { delete static_cast<ForwardTask*>(param); }
 
 }  // namespace
 
@@ -246,44 +253,109 @@ void set_ndarray_api(const std::map<std::string, uintptr_t>& functions) {
   g_api = api;
 }
 
+namespace {
+
+// The arrays behind the handles (0: an argument the call does not have, left empty), or
+// none unless all are dense CPU arrays of one float dtype on one device (the caller then goes
+// through the operator, which reports a device mismatch in MXNet's words).
+std::vector<Array> inspect_all(const std::vector<uintptr_t>& handles) {
+  std::vector<Array> in;
+  for (uintptr_t h : handles) in.push_back(h ? inspect(h) : Array{nullptr, {}});
+  const Array& xa = in[kIX];
+  for (const Array& a : in)
+    if (a.handle && (a.stype != kDefaultStorage || a.dev_type != kCpu ||
+                     a.dev_id != xa.dev_id || a.dtype != xa.dtype ||
+                     (xa.dtype != kFloat32 && xa.dtype != kFloat64)))
+      return {};
+  return in;
+}
+
+// Pushes the inference forward of `desc` over the checked arrays `in` (Input's order) to the
+// engine: the inputs as reads, new arrays of the shapes `out` (y, then hy and cy unless a
+// cell's step, whose y is its h') as writes. Returns their handles.
+std::vector<uintptr_t> push_forward(const RnnDesc& desc, const std::vector<Array>& in,
+                                    const std::vector<Shape>& out, bool step) {
+  const Array& xa = in[kIX];
+  const EngineContext ctx{xa.dev_type, xa.dev_id};
+  std::vector<std::unique_ptr<NewArray>> arrays;
+  for (const Shape& shape : out) arrays.emplace_back(new NewArray(shape, xa.dtype, ctx));
+  const bool lstm = desc.mode == Mode::kLstm;
+  const auto data = [&](size_t i) { return i < arrays.size() ? arrays[i]->data : nullptr; };
+  std::unique_ptr<ForwardTask> task(new ForwardTask{
+      desc, xa.dtype, {}, data(0), step ? nullptr : data(1),
+      lstm ? data(step ? 1 : 2) : nullptr, std::make_shared<Outcome>()});
+  for (const Array& a : in) a.handle ? task->inputs.emplace_back(a.handle)
+                                     : task->inputs.emplace_back();
+  std::vector<void*> reads, writes;
+  for (const Handle& h : task->inputs)
+    if (h.h) reads.push_back(h.h);
+  for (const auto& a : arrays) writes.push_back(a->handle.h);
+  const std::shared_ptr<Outcome> outcome = task->outcome;
+  // From here MXNet owns the task: it calls delete_task once the forward has run, or when a
+  // failed push unwinds (a push failing before MXNet has wrapped it, which only an allocation
+  // failure can, leaks it).
+  check(g_api.push_async(run_forward, task.release(), delete_task, &ctx, reads.data(),
+                         static_cast<int>(reads.size()), writes.data(),
+                         static_cast<int>(writes.size()), &kAsyncProperty, 0,
+                         "fusedrnn_forward", false),
+        "MXEnginePushAsyncND");
+  if (outcome->state.load(std::memory_order_acquire) == Outcome::kFailed) {
+    // It already ran and failed. A threaded engine kept the error on the outputs as well:
+    // reading them takes it back, so that it is not raised a second time later.
+    g_api.wait_to_read(arrays[0]->handle.h);
+    throw std::runtime_error(outcome->error.empty() ? kNoMemoryForError.what()
+                                                    : outcome->error);
+  }
+  std::vector<uintptr_t> handles;
+  for (auto& a : arrays) handles.push_back(a->handle.release());
+  return handles;
+}
+
+// The handles in Input's order, 0 for what the call does not have; no states (where
+// `stateless`) stand for zeros.
+std::vector<uintptr_t> handles_of(uintptr_t x, const std::vector<uintptr_t>& states,
+                                  const std::vector<uintptr_t>& weights, size_t n_states,
+                                  bool stateless = false) {
+  if (states.size() != n_states && !(stateless && states.empty()))
+    throw InvalidArgument("states must hold " + std::to_string(n_states) + " arrays; got " +
+                          std::to_string(states.size()));
+  std::vector<uintptr_t> handles(weights.begin(), weights.begin() + 4);
+  handles.push_back(x);
+  handles.insert(handles.end(), states.begin(), states.end());
+  handles.resize(kIWhr, 0);
+  handles.push_back(weights.size() > 4 ? weights[4] : 0);
+  return handles;
+}
+
+}  // namespace
+
 std::vector<uintptr_t> nd_cell_step(const std::string& mode, bool reset_after, uintptr_t x,
                                     const std::vector<uintptr_t>& states,
                                     const std::vector<uintptr_t>& weights) {
   if (!g_api.create) throw std::logic_error("set_ndarray_api was not called");
   RnnDesc d;
   d.mode = parse_mode(mode);
-  const size_t n_states = d.mode == Mode::kLstm ? 2 : 1;
-  if (states.size() != n_states)
-    throw InvalidArgument("states must hold " + std::to_string(n_states) + " arrays; got " +
-                          std::to_string(states.size()));
+  const bool lstm = d.mode == Mode::kLstm;
   if (weights.size() != 4) throw InvalidArgument("weights must hold 4 arrays");
-  std::vector<uintptr_t> handles(weights);
-  handles.push_back(x);
-  handles.insert(handles.end(), states.begin(), states.end());
-  std::vector<Array> in;
-  for (uintptr_t h : handles) in.push_back(inspect(h));
-  // Only dense CPU arrays of one float dtype on one device; the operator takes the rest (and
-  // reports a device mismatch in MXNet's words).
-  const Array& xa = in[4];
-  for (const Array& a : in)
-    if (a.stype != kDefaultStorage || a.dev_type != kCpu || a.dev_id != xa.dev_id ||
-        a.dtype != xa.dtype || (xa.dtype != kFloat32 && xa.dtype != kFloat64))
-      return {};
+  const std::vector<Array> in = inspect_all(handles_of(x, states, weights, lstm ? 2 : 1));
+  if (in.empty()) return {};
 
   // Every array's full shape is checked against the sizes before any memory is read. A
   // cell's weights fix its sizes (H from h2h_weight, C from i2h_weight), the inputs the batch.
-  d.hidden_size = hidden_size_from(d.mode, in[1].shape, kNames[1],
+  const Array& xa = in[kIX];
+  d.hidden_size = hidden_size_from(d.mode, in[kIWhh].shape, kNames[kIWhh],
                                    "[G * hidden_size, hidden_size]");
-  check_rank(kNames[0], in[0].shape, 2, "[G * hidden_size, input_size]");
+  check_rank(kNames[kIWih], in[kIWih].shape, 2, "[G * hidden_size, input_size]");
   if (xa.shape.size() != 2 || xa.shape[0] == 0 || xa.shape[1] == 0)
     throw InvalidArgument("inputs of a step must have shape [N, C] (no zero-size dimension); "
                           "got " + shape_str(xa.shape));
   d.steps = 1;
   d.batch = xa.shape[0];
-  d.input_size = in[0].shape[1];
+  d.input_size = in[kIWih].shape[1];
   d.reset_after = reset_after;
   const Arg order[] = {Arg::kWih, Arg::kWhh, Arg::kBih, Arg::kBhh, Arg::kX, Arg::kH0, Arg::kC0};
-  for (size_t i = 0; i < in.size(); ++i) {
+  for (size_t i = 0; i < std::size(order); ++i) {
+    if (!in[i].handle) continue;
     // (A step's inputs are x without its time axis.)
     if (order[i] == Arg::kX) {
       check_shape(kCellNames[Arg::kX], xa.shape, {d.batch, d.input_size});
@@ -292,37 +364,43 @@ std::vector<uintptr_t> nd_cell_step(const std::string& mode, bool reset_after, u
     }
   }
   validate(d, nullptr);
+  const Shape state{d.batch, d.hidden_size};
+  return push_forward(d, in, lstm ? std::vector<Shape>{state, state} : std::vector<Shape>{state},
+                      true);
+}
 
-  const EngineContext ctx{xa.dev_type, xa.dev_id};
-  const bool lstm = d.mode == Mode::kLstm;
-  const int64_t N = d.batch, H = d.hidden_size;
-  NewArray hy(N, H, xa.dtype, ctx);
-  std::unique_ptr<NewArray> cy(lstm ? new NewArray(N, H, xa.dtype, ctx) : nullptr);
-  std::unique_ptr<StepTask> task(new StepTask{d, xa.dtype, {}, hy.data, cy ? cy->data : nullptr,
-                                              std::make_shared<Outcome>()});
-  for (const Array& a : in) task->inputs.emplace_back(a.handle);
-  std::vector<void*> reads, writes{hy.handle.h};
-  for (const Handle& h : task->inputs) reads.push_back(h.h);
-  if (cy) writes.push_back(cy->handle.h);
-  const std::shared_ptr<Outcome> outcome = task->outcome;
-  // From here MXNet owns the task: it calls delete_task once the step has run, or when a
-  // failed push unwinds (a push failing before MXNet has wrapped it, which only an allocation
-  // failure can, leaks it).
-  check(g_api.push_async(run_step, task.release(), delete_task, &ctx, reads.data(),
-                         static_cast<int>(reads.size()), writes.data(),
-                         static_cast<int>(writes.size()), &kAsyncProperty, 0,
-                         "fusedrnn_cell_step", false),
-        "MXEnginePushAsyncND");
-  if (outcome->state.load(std::memory_order_acquire) == Outcome::kFailed) {
-    // It already ran and failed. A threaded engine kept the error on the outputs as well:
-    // reading them takes it back, so that it is not raised a second time later.
-    g_api.wait_to_read(hy.handle.h);
-    throw std::runtime_error(outcome->error.empty() ? kNoMemoryForError.what()
-                                                    : outcome->error);
+std::vector<uintptr_t> nd_layer_forward(const RnnDesc& options, bool projection, uintptr_t x,
+                                        const std::vector<uintptr_t>& states,
+                                        const std::vector<uintptr_t>& weights) {
+  if (!g_api.create) throw std::logic_error("set_ndarray_api was not called");
+  const bool lstm = options.mode == Mode::kLstm;
+  if (weights.size() != 4u + projection)
+    throw InvalidArgument("weights must hold the layer's 4 arrays (5 with a projection)");
+  const std::vector<Array> in =
+      inspect_all(handles_of(x, states, weights, lstm ? 2 : 1, /*stateless=*/true));
+  if (in.empty()) return {};
+  // Anything off goes through the operator, whose messages name the layer's arguments.
+  RnnDesc d;
+  try {
+    const Shape* w_hr = projection ? &in[kIWhr].shape : nullptr;
+    d = describe(options, in[kIX].shape, in[kIWih].shape, w_hr);
+  } catch (const InvalidArgument&) {
+    return {};
   }
-  std::vector<uintptr_t> out{hy.handle.release()};
-  if (cy) out.push_back(cy->handle.release());
-  return out;
+  const auto fits = [&](Arg a, const Array& got, bool layer_axis) {
+    Shape want = expected_shape(d, a);
+    if (layer_axis) want.insert(want.begin(), 1);
+    return !got.handle || got.shape == want;
+  };
+  if (d.steps == 0 || d.batch == 0 || !fits(Arg::kWih, in[kIWih], false) ||
+      !fits(Arg::kWhh, in[kIWhh], false) || (projection && !fits(Arg::kWhr, in[kIWhr], false)) ||
+      !fits(Arg::kBih, in[kIBih], false) || !fits(Arg::kBhh, in[kIBhh], false) ||
+      !fits(Arg::kH0, in[kIH], true) || (lstm && !fits(Arg::kC0, in[kIC], true)))
+    return {};
+  const int64_t P = d.out_size();
+  std::vector<Shape> out{{d.steps, d.batch, P}, {1, d.batch, P}};
+  if (lstm) out.push_back({1, d.batch, d.hidden_size});
+  return push_forward(d, in, out, false);
 }
 
 }  // namespace mxnet_ops

@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "fusedrnn/rnn.h"
+
 namespace fusedrnn {
 namespace mxnet_ops {
 
@@ -29,6 +31,15 @@ void set_ndarray_api(const std::map<std::string, uintptr_t>& functions);
 std::vector<uintptr_t> nd_cell_step(const std::string& mode, bool reset_after, uintptr_t x,
                                     const std::vector<uintptr_t>& states,
                                     const std::vector<uintptr_t>& weights);
+
+// The same for one layer and direction over a whole sequence (a Gluon layer's inference):
+// x [T, N, C], states [h0 [1, N, P], c0 [1, N, H]] or none (zeros), weights {i2h_weight, h2h_weight,
+// i2h_bias, h2h_bias(, h2r_weight with a projection)}; options: the mode and its options
+// (the sizes come from the arrays). Returns the handles of [y [T, N, P], hy [1, N, P],
+// (cy [1, N, H])]. Empty also when a shape does not fit: the operator then reports it.
+std::vector<uintptr_t> nd_layer_forward(const RnnDesc& options, bool projection, uintptr_t x,
+                                        const std::vector<uintptr_t>& states,
+                                        const std::vector<uintptr_t>& weights);
 
 }  // namespace mxnet_ops
 }  // namespace fusedrnn

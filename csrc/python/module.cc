@@ -408,4 +408,22 @@ PYBIND11_MODULE(_C, m) {
   m.def("_nd_cell_step", &fusedrnn::mxnet_ops::nd_cell_step, py::arg("mode"),
         py::arg("reset_after"), py::arg("x"), py::arg("states"), py::arg("weights"),
         py::call_guard<py::gil_scoped_release>());
+  // The layers' inference forward on NDArray handles (the same).
+  m.def("_nd_layer_forward",
+        [](const std::string& mode, bool reset_after, std::optional<double> clip_min,
+           std::optional<double> clip_max, bool clip_nan, bool projection, uintptr_t x,
+           const std::vector<uintptr_t>& states, const std::vector<uintptr_t>& weights) {
+          RnnDesc o;
+          o.mode = fusedrnn::parse_mode(mode);
+          o.reset_after = reset_after;
+          o.clip = clip_min.has_value() && clip_max.has_value();
+          o.clip_min = clip_min.value_or(0.0);
+          o.clip_max = clip_max.value_or(0.0);
+          o.clip_nan = clip_nan;
+          py::gil_scoped_release release;
+          return fusedrnn::mxnet_ops::nd_layer_forward(o, projection, x, states, weights);
+        },
+        py::arg("mode"), py::arg("reset_after"), py::arg("clip_min"), py::arg("clip_max"),
+        py::arg("clip_nan"), py::arg("projection"), py::arg("x"), py::arg("states"),
+        py::arg("weights"));
 }

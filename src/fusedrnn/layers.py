@@ -22,10 +22,12 @@ Extras:
 import numpy as np
 from mxnet import autograd, gluon, ndarray, symbol
 from mxnet import np as mx_np
+from mxnet.base import NDArrayHandle
+from mxnet.gluon.parameter import DeferredInitializationError
 from mxnet.gluon.block import _regroup
 from mxnet.util import is_np_array
 
-from . import _checks
+from . import _C, _checks
 from ._op import fused_layer, layers_and_directions, legacy, numpy_mode
 from ._results import MODES
 
@@ -141,6 +143,11 @@ class _FusedLayer:
             self._call = call
 
         self.skip_states = states is None
+        if states is None and self._on_arrays(inputs, kind) and not (
+                self._forward_pre_hooks or self._forward_hooks):
+            out = self._forward_on_arrays(inputs, [])  # zero states, never made
+            if out is not None:
+                return out[0]
         if states is None:
             if isinstance(inputs, ndarray.NDArray):
                 batch_size = inputs.shape[self._layout.find("N")]
@@ -151,6 +158,44 @@ class _FusedLayer:
             states = [states]
         extra = [] if kind is None else [sequence_length if kind == "lengths" else mask]
         return gluon.HybridBlock.__call__(self, inputs, states, *extra, **kwargs)
+
+    def forward(self, inputs, states, *extra):
+        if self._on_arrays(inputs, "extra" if extra else None):
+            out = self._forward_on_arrays(inputs, states)
+            if out is not None:
+                return out[0] if self.skip_states else out
+        return super().forward(inputs, states, *extra)
+
+    def _on_arrays(self, inputs, kind):
+        """Whether this call may go to MXNet's engine straight, as a cell's step does
+        (cells.py): inference on arrays, one layer, one direction, TNC, no lengths or mask.
+        The operator's dispatch and the graph around it cost more than the kernel at batch
+        1. A hybridized layer's first call still builds its graph (export and summary need
+        it)."""
+        return (kind is None and isinstance(inputs, ndarray.NDArray) and not self._call[3]
+                and self._call[1] is None and self._num_layers == 1 and self._dir == 1
+                and self._layout == "TNC" and not is_np_array()
+                and not (self._active and not self._cached_graph))
+
+    def _forward_on_arrays(self, inputs, states):
+        projection = self._projection_size is not None
+        names = ["i2h_weight", "h2h_weight", "i2h_bias", "h2h_bias"] + (
+            ["h2r_weight"] if projection else [])
+        try:
+            weights = [getattr(self, "l0_" + name).data(inputs.context) for name in names]
+        except DeferredInitializationError:
+            return None  # the operator path finishes the initialisation
+        lstm = self._mode == "lstm"
+        clip = lstm and self._lstm_state_clip_min is not None
+        handles = _C._nd_layer_forward(
+            self._mode, self._reset_after, self._lstm_state_clip_min if clip else None,
+            self._lstm_state_clip_max if clip else None,
+            bool(lstm and self._lstm_state_clip_nan), projection, inputs.handle.value,
+            [s.handle.value for s in states], [w.handle.value for w in weights])
+        if not handles:
+            return None
+        out = [ndarray.NDArray(NDArrayHandle(h)) for h in handles]
+        return out[0], out[1:]
 
     def export(self, path, epoch=0, remove_amp_cast=True):
         """gluon's export, of a graph that trains: an inference call caches its graph without
