@@ -13,8 +13,8 @@ looks them up through the module, `rnn.LSTM`, at build time).
   (weight drop on the LSTM h2h weights, embedding and activation dropouts), untrained, with a
   made-up vocabulary of VOCAB words and a corpus drawn from it batchified by
   CorpusBPTTBatchify: hidden state carried and detached, forward, softmax cross-entropy (plus
-  AR/TAR activation regularisation on AWDRNN), backward, clip_global_norm(0.25), SGD trainer.step; hybridized
-  (static_alloc, as the script does) and imperative.
+  AR/TAR activation regularisation on AWDRNN), backward, clip_global_norm(0.25), SGD
+  trainer.step; hybridized (static_alloc, as the script does) and imperative.
 - gluonts (0.14.4): DeepAREstimator in its default configuration (2 x LSTMCell(40),
   ZoneoutCell(0.1), residual; daily data, prediction_length 14) trained briefly on a synthetic
   data set made here (the training is not timed), serialized, and deserialized by both workers;
@@ -22,14 +22,19 @@ looks them up through the module, `rnn.LSTM`, at build time).
   step of GluonTS's training loop (batch 32, Adam) on the training network.
 
 Both variants start from the same weights (the stock worker saves them, the fused one loads
-them) and must agree before they are timed: the LM's loss and global gradient norm on the
-first step in predict mode (no dropout), DeepAR's training loss likewise, and DeepAR's forecast
-samples under the same random seed. A row whose variants disagree is not timed.
+them) and must agree before they are timed (bench/_common.py's TOLERANCE): on the first step,
+in predict mode (no dropout), the loss, the global gradient norm, the recurrent parameters'
+gradients and (LM) the last LSTM's output; DeepAR's forecast samples under the same random
+seed. The fused worker must also hold fusedrnn's classes, the stock one none. A row that
+fails either is not timed.
 
 Processes: one worker per variant, each importing MXNet, GluonNLP and GluonTS (and fusedrnn
 in the fused one only), in bench/_common.py's environment, MXNet's default engine. The parent
 asks the workers in turn for CHUNKS chunks of timed calls each, so that a shared machine's
-drift hits both; each chunk starts with warm-up calls (bench/_common.py: timed).
+drift hits both; each chunk starts with a warm-up call (and at least 0.2 s of them, which
+outlasts the other worker's spinning threads; bench/_common.py: timed), and each round of
+chunks with a short wait for other processes' load to pass (the load seen is recorded per
+row either way).
 
 Needs, besides fusedrnn (pip install . in the repository):
 
@@ -59,7 +64,7 @@ LM = dict(batch=20, bptt=35, clip=0.25, alpha=2.0, beta=1.0,  # the script's def
           lr={"standard_lstm_lm_200": 20.0, "awd_lstm_lm_600": 30.0}, wd=1.2e-6)
 DEEPAR = dict(freq="D", prediction_length=14, length=400, num_samples=100, train_batches=5)
 SERIES = 64
-CHUNKS = 2
+CHUNKS = 5
 PLAN = [  # (client, model, phase); --quick keeps the first of each client
     ("gluonnlp", "standard_lstm_lm_200", "train_hybridized"),
     ("gluonnlp", "standard_lstm_lm_200", "train_imperative"),
@@ -75,8 +80,8 @@ FAIRNESS = ("One worker process per variant (stock gluon.rnn; fusedrnn's classes
 
 
 # --------------------------------------------------------------------------- worker side
-SWAPPED = ("LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell", "ZoneoutCell",
-           "VariationalDropoutCell")
+GLUON_RNN = ("LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell", "ZoneoutCell")
+SWAPPED = GLUON_RNN + ("VariationalDropoutCell",)  # that one lives in gluon.contrib.rnn
 
 
 def swap_in_fusedrnn():
@@ -84,7 +89,7 @@ def swap_in_fusedrnn():
     import mxnet.gluon.rnn as grnn
 
     import fusedrnn
-    for name in SWAPPED[:-1]:
+    for name in GLUON_RNN:
         setattr(grnn, name, getattr(fusedrnn, name))
     crnn.VariationalDropoutCell = fusedrnn.VariationalDropoutCell
     deepar = sys.modules.get("gluonts.mx.model.deepar._network")
@@ -387,8 +392,9 @@ def measure(args, workers, row, shared, timing, quiet_s):
     else:
         samples = {k: [] for k in VARIANTS}
         for _ in range(CHUNKS):
-            for name in VARIANTS:
-                r = workers[name](op="time", row=row, timing=timing, quiet_s=quiet_s)
+            for k, name in enumerate(VARIANTS):
+                r = workers[name](op="time", row=row, timing=timing,
+                                  quiet_s=0.0 if k else quiet_s)
                 if r["error"]:
                     out["impls"][name] = {"error": r["error"]}
                 samples[name] += r["samples_ms"] or []
@@ -419,9 +425,8 @@ def main():
     if args.quick:
         args.repeats = 4 if args.repeats == 10 else args.repeats
         args.series = 8 if args.series == SERIES else args.series
-    timing = {"repeats": max(1, args.repeats // CHUNKS), "warmup": 1 if args.quick else 2,
-              "budget_s": 20.0}
-    quiet_s = 3.0 if args.quick else 10.0
+    timing = {"repeats": max(1, args.repeats // CHUNKS), "warmup": 1, "budget_s": 20.0}
+    quiet_s = 1.0 if args.quick else 3.0
     versions = {}
     for pkg in ("gluonnlp", "gluonts", "pandas"):
         try:
