@@ -505,6 +505,34 @@ def regularisers_table(data):
     return "\n".join(lines)
 
 
+# --------------------------------------------------------------------------- clients.json
+CLIENT_MODELS = {  # model -> what it is (the sizes the bench script records in its header)
+    "standard_lstm_lm_200": "StandardRNN, standard_lstm_lm_200: 2 x LSTM(200)",
+    "awd_lstm_lm_600": "AWDRNN, awd_lstm_lm_600: 3 x LSTM(600/200), weight drop",
+    "deepar": "DeepAR default: 2 x LSTMCell(40), zoneout 0.1, residual",
+}
+CLIENT_PHASES = {"train_hybridized": "train step, hybridized",
+                 "train_imperative": "train step, imperative", "train": "train step, batch 32",
+                 "predict": "predict({series} series, {num_samples} samples)"}
+
+
+def clients_table(data):
+    h = data["header"]
+    lm, versions = h["lm"], h["client_versions"]
+    lines = [machine_line(h, h["threads"][0]) + f" gluonnlp {versions.get('gluonnlp')}, "
+             f"gluonts {versions.get('gluonts')}; LM vocabulary {lm['vocab']}, T {lm['bptt']}, "
+             f"N {lm['batch']}.", "",
+             "| client | model | phase | stock ms | fusedrnn ms | speedup |",
+             "|---|---|---|---|---|---|"]
+    for r in data["rows"]:
+        i = r["impls"]
+        phase = CLIENT_PHASES.get(r["phase"], r["phase"]).format(**r)
+        lines.append(f"| {r['client']} | {CLIENT_MODELS.get(r['model'], r['model'])} | "
+                     f"{phase} | {fmt_ms(i.get('stock'))} | {fmt_ms(i.get('fusedrnn'))} | "
+                     f"{fmt_x(r.get('speedup'))} |")
+    return "\n".join(lines)
+
+
 # --------------------------------------------------------------------------- the report
 SECTIONS = [  # (result file, title, markdown, regenerating command)
     ("rnn", "Gluon layers and cells vs MXNet and PyTorch", rnn_tables,
@@ -520,6 +548,8 @@ SECTIONS = [  # (result file, title, markdown, regenerating command)
     ("keras", "Keras (keras-mxnet) on fused ops", keras_table, "python bench/bench_keras.py"),
     ("regularisers", "Regularised recurrences (zoneout, variational and Keras dropout)",
      regularisers_table, "python bench/bench_regularisers.py"),
+    ("clients", "Client libraries: GluonNLP and GluonTS, stock and fused", clients_table,
+     "python bench/bench_clients.py"),
 ]
 
 
