@@ -34,7 +34,8 @@ Rows, for 1 and 2 threads:
   padding ("pad40");
 - decode: a loop of 100 single steps of a cell, inference, each step's output fed back as the
   next input (I = H): fusedrnn.LSTMCell/GRUCell vs gluon.rnn cells (both hybridized, one cached
-  graph call per step) vs torch.nn.LSTMCell/GRUCell; time per 100-step loop.
+  graph call per step) vs torch.nn.LSTMCell/GRUCell; time per 100-step loop. weights_read: the
+  floor, the cell's weights read once a step by numpy's OpenBLAS (w @ v, N columns).
 
 Memory (--parts memory; 2 threads, training, the equal-length LSTM and GRU shapes): one short
 process per (implementation, shape) imports only that implementation's libraries, builds the
@@ -131,6 +132,23 @@ def gluon_decoder(case, module):
                     contextlib.nullcontext)
 
 
+def weights_read(case):
+    """The decoding loop's floor: the cell's weights [W_ih | W_hh] read once a step, as numpy's
+    own OpenBLAS multiplies them by N columns (a GEMV at N = 1), on the same threads. A step
+    whose weights stream from L3 or memory cannot take less."""
+    import numpy as np
+    w_ih, w_hh, _, _ = case.weights()
+    w = np.ascontiguousarray(np.concatenate([w_ih, w_hh], axis=1))
+    v = np.ones((w.shape[1], case.N), np.float32)
+
+    def infer():
+        for _ in range(DECODE_STEPS):
+            out = w @ v
+        return out
+
+    return {"infer": infer, "outputs": lambda: (infer(), None)}
+
+
 def torch_cell(case):
     import torch
     cls = {"lstm": torch.nn.LSTMCell, "gru": torch.nn.GRUCell}[case.mode]
@@ -164,7 +182,8 @@ FACTORIES = {
                          "mxnet_fused": mxnet_fused},
               "decode": {"fusedrnn": lambda case: gluon_decoder(case, sys.modules["fusedrnn"]),
                          "gluon_cell": lambda case: gluon_decoder(case,
-                                                                  sys.modules["mxnet"].gluon.rnn)}},
+                                                                  sys.modules["mxnet"].gluon.rnn),
+                         "weights_read": weights_read}},
 }
 # What each implementation is checked against: (references, first available one used; compare
 # dx too). Outputs are compared at valid positions only (padding differs by design: zero with
