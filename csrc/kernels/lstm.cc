@@ -102,13 +102,14 @@ void lstm_forward(const FwdArgs<T>& a) {
   const int64_t unit_panels = unit_blocks<T>(H), proj_panels = unit_blocks<T>(P);
   const int threads = threads_for(p.steps ? p.batch[0] : 0, p.rows, H, G * P);
   // Small weights: the input product joins the recurrent one, [x_t | h] @ [W_ih | W_hh]^T per
-  // step, so the input pre-activations never go through memory and the packed weights stay
-  // in cache across steps. Larger ones keep a single input product over all steps.
+  // step, so the input pre-activations never go through memory (fuse_bytes says how small).
+  // Larger ones keep a single input product over all steps.
   // One step (a cell): the weights are used once, so packing them would not pay; the general
   // GEMM computes the gates and the cell update runs on them.
   const bool direct = p.steps == 1;
-  const bool fuse_input = !direct && packed_gates_size<T>(H, C + P, 4) *
-                                         static_cast<int64_t>(sizeof(T)) <= fuse_bytes() * threads;
+  const int64_t fused_bytes = packed_gates_size<T>(H, C + P, 4) * static_cast<int64_t>(sizeof(T));
+  const bool fuse_input =
+      !direct && p.steps > 0 && fused_bytes <= fuse_bytes(p.batch[0]) * threads;
   const int64_t K = fuse_input ? C + P : P;
 
   // Scratch: the summed biases; the gate activations (if kept, in the reserve) or the input
