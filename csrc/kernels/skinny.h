@@ -97,10 +97,14 @@ void product_nt(int64_t m, int64_t n, int64_t k, const T* a, int64_t lda, const 
     big_gemm<T>(false, true, m, n, k, T(1), a, lda, w, ldw, T(accumulate ? 1 : 0), c, ldc);
     return;
   }
-  // Shared from ~128k multiply-adds: each thread then reads the same slice of the weights on
-  // every call, which stays in its core's L2 across the steps of a decoding loop (LSTM step,
-  // N = 1, H = 256, 2 MB of weights: 98 us on one thread, 45 us on two).
-  const int threads = m * n * k < (int64_t{1} << 17) ? 1 : loop_threads();
+  // Shared from ~4M multiply-adds, as big_gemm's products. A step shared by two threads reads
+  // half the weights on each core (LSTM step, N = 1, H = 256, 2 MB of weights: 98 us on one
+  // thread, 45 us on two, measured without MXNet), but with MXNet in the process libgomp
+  // counts its engine's teams too, stops spinning between parallel regions, and each region
+  // then waits for its team to wake: in a decoding loop inside MXNet (AMD EPYC, 2 cores) a
+  // step took 120-330 us on two threads and 70-120 on one at H = 256, and at H = 512 too
+  // two threads were slower (300-1360 us against 230-560).
+  const int threads = m * n * k < (int64_t{1} << 22) ? 1 : loop_threads();
   parallel_run(threads, [&](int tid, int nt, Barrier&) {
     int64_t j0, j1;
     split(n, tid, nt, 16, &j0, &j1);
