@@ -29,6 +29,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -609,10 +610,18 @@ def process_info():
     return info
 
 
+def machine_folder(model=None):
+    """bench/results/<machine>: the folder of this machine's results, named from its CPU model
+    ("AMD EPYC 7763 64-Core Processor" -> amd-epyc, "Intel(R) Xeon(R) Processor" ->
+    intel-xeon): figures from different kinds of machine are never mixed."""
+    words = re.sub(r"\((r|tm)\)", " ", (model or cpu_model()).lower()).split()
+    return os.path.join(RESULTS, "-".join(re.sub(r"[^a-z0-9]", "", w) for w in words[:2]))
+
+
 def write(args, name, header, **parts):
-    """Writes {"header": header, **parts} to --out or bench/results/NAME[_quick].json."""
+    """Writes {"header": header, **parts} to --out or bench/results/<machine>/NAME[_quick].json."""
     header["duration_s"] = round(time.perf_counter() - _T0, 1)
-    out = args.out or os.path.join(RESULTS, f"{name}_quick.json" if args.quick else
+    out = args.out or os.path.join(machine_folder(), f"{name}_quick.json" if args.quick else
                                    f"{name}.json")
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out, "w") as f:

@@ -2,7 +2,7 @@
 """Every table, the plot and the target list of the performance section, from the JSON files
 that the bench_*.py scripts wrote (no benchmarking here).
 
-    python bench/report.py [--results bench/results] [--out bench/results/report.md]
+    python bench/report.py [--results bench/results/<machine>] [--out RESULTS/report.md]
                            [--threads 2]
 
 Writes the markdown to --out (default: report.md in the results folder) and rnn.png next to
@@ -12,6 +12,7 @@ import argparse
 import functools
 import json
 import os
+import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DECODE_STEPS = 100
@@ -549,7 +550,7 @@ SECTIONS = [  # (result file, title, markdown, regenerating command)
     ("kernels", "Kernels alone", kernels_tables, "python bench/bench_kernels.py"),
     ("kernels_avx2", "Kernels alone, AVX2 code on the same machine", kernels_tables,
      "FUSEDRNN_DISABLE_AVX512=1 python bench/bench_kernels.py --out "
-     "bench/results/kernels_avx2.json"),
+     "bench/results/<machine>/kernels_avx2.json"),
     ("padding", "Padding, masks and bucketing (Gluon layers)", padding_tables,
      "python bench/bench_padding.py"),
     ("unroll", "Fused or unrolled (`unroll='auto'`)", unroll_table,
@@ -574,7 +575,7 @@ def report(results, threads=2, png=None):
             with open(path) as f:
                 data[name] = json.load(f)
     out = ["# Performance", "",
-           "Made by `python bench/report.py` from the files in bench/results/; each section "
+           "Made by `python bench/report.py` from the result files next to it; each section "
            "names the command that measured it."]
     if "rnn" in data:
         out += ["", "## Summary", "", f"Training, full-length batches, one layer, "
@@ -593,10 +594,16 @@ def report(results, threads=2, png=None):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--results", default=os.path.join(ROOT, "bench", "results"))
+    p.add_argument("--results", default=None,
+                   help="a folder of result files (default: this machine's, "
+                        "bench/results/<machine>)")
     p.add_argument("--out", help="markdown file (default: report.md in --results)")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
+    if args.results is None:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from _common import machine_folder
+        args.results = machine_folder()
     out = args.out or os.path.join(args.results, "report.md")
     text = report(args.results, args.threads,
                   png=os.path.join(os.path.dirname(os.path.abspath(out)), "rnn.png"))

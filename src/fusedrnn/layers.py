@@ -172,7 +172,8 @@ class _FusedLayer:
         The operator's dispatch and the graph around it cost more than the kernel at batch
         1. A hybridized layer's first call still builds its graph (export and summary need
         it)."""
-        return (kind is None and isinstance(inputs, ndarray.NDArray) and not self._call[3]
+        return (kind is None and isinstance(inputs, ndarray.NDArray) and self._call is not None
+                and not self._call[3]
                 and self._call[1] is None and self._num_layers == 1 and self._dir == 1
                 and self._layout == "TNC" and not is_np_array()
                 and not (self._active and not self._cached_graph))
