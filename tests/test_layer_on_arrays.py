@@ -110,18 +110,25 @@ def test_other_calls_go_through_the_operator(case, direct_calls):
     assert direct_calls == []
 
 
-def test_ordered_with_writes_to_its_weights():
-    """Weights rewritten through MXNet (queued writes) between calls: each call reads the
-    version written just before it, whole."""
-    layer, mode, kwargs = build("lstm")
-    rng = np.random.default_rng(2)
-    x = mx.nd.array(rng.standard_normal((40, 8, 4)))
+def two_weight_versions(variant, T, N, seed):
+    """A layer, inputs, its h2h_weight array, two versions of that weight and the layer's
+    outputs with each."""
+    layer, mode, kwargs = build(variant)
+    rng = np.random.default_rng(seed)
+    x = mx.nd.array(rng.standard_normal((T, N, 4)))
     weight = layer.l0_h2h_weight.data()
     versions = [mx.nd.array(rng.uniform(-0.5, 0.5, weight.shape)) for _ in range(2)]
     wants = []
     for v in versions:
         weight[:] = v
         wants.append(expected(layer, mode, kwargs, x, None).y)
+    return layer, x, weight, versions, wants
+
+
+def test_ordered_with_writes_to_its_weights():
+    """Weights rewritten through MXNet (queued writes) between calls: each call reads the
+    version written just before it, whole."""
+    layer, x, weight, versions, wants = two_weight_versions("lstm", 40, 8, seed=2)
     outs = []
     for k in range(10):
         weight[:] = versions[k % 2] * 1  # a write that an engine operation computes
@@ -131,15 +138,7 @@ def test_ordered_with_writes_to_its_weights():
 
 
 def test_one_weight_version_while_another_thread_writes():
-    layer, mode, kwargs = build("gru")
-    rng = np.random.default_rng(3)
-    x = mx.nd.array(rng.standard_normal((30, 16, 4)))
-    weight = layer.l0_h2h_weight.data()
-    versions = [mx.nd.array(rng.uniform(-0.5, 0.5, weight.shape)) for _ in range(2)]
-    wants = []
-    for v in versions:
-        weight[:] = v
-        wants.append(expected(layer, mode, kwargs, x, None).y)
+    layer, x, weight, versions, wants = two_weight_versions("gru", 30, 16, seed=3)
     stop = threading.Event()
 
     def flip():

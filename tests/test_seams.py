@@ -181,6 +181,21 @@ def test_layer_applied_many_times_in_a_static_alloc_graph(mode, uses, tmp_path):
     assert_grads_equal(train_grads(fused, x), train_grads(ref, x))
 
 
+def add_after_write(ref, fused, x, once):
+    """Sets grad_req='add' on both nets' parameters (after `once`, fused's gradients of one
+    pass under 'write', cached its graph) and checks that fused's two passes give twice
+    `once`; returns their gradients."""
+    for net in (ref, fused):
+        net.collect_params().setattr("grad_req", "add")
+        net.collect_params().zero_grad()
+    twice = train_grads(fused, x, passes=2)
+    for name in once:
+        if name != "x":
+            np.testing.assert_allclose(twice[name], 2 * once[name], rtol=1e-5, atol=1e-6,
+                                       err_msg=name)
+    return twice
+
+
 @pytest.mark.parametrize("hybridize", [None, "plain", "static"])
 def test_grad_req_add_two_passes_are_twice_one(hybridize, tmp_path):
     """grad_req='add' on the parameters, set after the graph was built and cached under
@@ -195,14 +210,7 @@ def test_grad_req_add_two_passes_are_twice_one(hybridize, tmp_path):
     x = mx.nd.array(np.random.default_rng(5).standard_normal((3, 9, 5)))
     ref, fused = twins(build, gluon.rnn.GRUCell, fusedrnn.GRUCell, tmp_path, [x])
     once = train_grads(fused, x)  # builds and caches the graph under 'write'
-    for net in (ref, fused):
-        net.collect_params().setattr("grad_req", "add")
-        net.collect_params().zero_grad()
-    twice = train_grads(fused, x, passes=2)
-    for name in once:
-        if name != "x":
-            np.testing.assert_allclose(twice[name], 2 * once[name], rtol=1e-5, atol=1e-6,
-                                       err_msg=name)
+    twice = add_after_write(ref, fused, x, once)
     want = train_grads(ref, x, passes=2)
     want.pop("x"), twice.pop("x")
     assert_grads_equal(twice, want)
@@ -225,14 +233,7 @@ def test_layer_grad_req_write_then_add(mode, hybridize, tmp_path):
     ref, fused = twins(build, *LAYERS[mode], tmp_path, [x])
     once = train_grads(fused, x)
     assert_grads_equal(once, train_grads(ref, x))
-    for net in (ref, fused):
-        net.collect_params().setattr("grad_req", "add")
-        net.collect_params().zero_grad()
-    twice = train_grads(fused, x, passes=2)
-    for name in once:
-        if name != "x":
-            np.testing.assert_allclose(twice[name], 2 * once[name], rtol=1e-5, atol=1e-6,
-                                       err_msg=name)
+    add_after_write(ref, fused, x, once)
 
 
 def _add_twice(run, arrays):
