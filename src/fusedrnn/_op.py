@@ -109,7 +109,7 @@ def layers_and_directions(F, x, states, num_layers, dirs, dropout, run):
     count = num_layers * dirs
     # split (unlike slice + squeeze) lets shape inference run backwards, which a graph needs
     # when gluon's begin_state leaves the batch size open. On arrays one layer's states are
-    # views (NDArray.reshape: no operator for the engine to schedule; autograd records it).
+    # views (no operator for the engine to schedule; autograd records them).
     inits = [[view(s, s.shape[1:]) if F is ndarray else F.reshape(s, (-3, -2))]
              if count == 1 else F.split(s, num_outputs=count, axis=0, squeeze_axis=True)
              for s in states]

@@ -3,8 +3,10 @@
 Each class subclasses its gluon.rnn counterpart, so the constructor, parameter names and
 shapes, initialisers, `begin_state`, layouts and `save_parameters` files are MXNet's; only the
 computation differs: every layer and direction is one `_fusedrnn_layer` operator fed the
-layer's own parameters (nothing is concatenated per call). Unlike MXNet's CPU op, lengths
-(`sequence_length`) are honoured, and so are state clipping and projection in training.
+layer's own parameters (nothing is concatenated per call); inference on arrays of one layer
+in one direction (TNC, no lengths or mask) is pushed to MXNet's engine without the operator's
+dispatch, as a cell's step is. Unlike MXNet's CPU op, lengths (`sequence_length`) are
+honoured, and so are state clipping and projection in training.
 
 Extras:
 - `layer(x, states, sequence_length=None, mask=None)`: `sequence_length` [N] (post-padded
