@@ -288,8 +288,13 @@ std::vector<uintptr_t> push_forward(const RnnDesc& desc, const std::vector<Array
   std::unique_ptr<ForwardTask> task(new ForwardTask{
       desc, xa.dtype, {}, data(0), step ? nullptr : data(1),
       lstm ? data(step ? 1 : 2) : nullptr, std::make_shared<Outcome>()});
-  for (const Array& a : in) a.handle ? task->inputs.emplace_back(a.handle)
-                                     : task->inputs.emplace_back();
+  for (const Array& a : in) {
+    if (a.handle) {
+      task->inputs.emplace_back(a.handle);
+    } else {
+      task->inputs.emplace_back();  // an argument the call does not have
+    }
+  }
   std::vector<void*> reads, writes;
   for (const Handle& h : task->inputs)
     if (h.h) reads.push_back(h.h);
